@@ -1,0 +1,1 @@
+//! The `jsonl` sink: one Highlight per line appended to a file.

@@ -1,0 +1,1 @@
+//! The `stdout` sink: one Highlight per line on standard output.
