@@ -9,3 +9,5 @@
 
 pub mod config;
 pub mod secret;
+pub mod front;
+pub mod normalize;

@@ -1,0 +1,1 @@
+//! Serde models of Front API resources.

@@ -1,0 +1,1 @@
+//! Front event -> Highlight. Pure functions.
