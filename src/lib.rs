@@ -11,3 +11,4 @@ pub mod config;
 pub mod secret;
 pub mod front;
 pub mod normalize;
+pub mod store;

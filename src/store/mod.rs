@@ -1,0 +1,595 @@
+//! The state database: a typed facade over one redb file. redb types never leave this
+//! module; callers see seen-event marks, conversation states, per-sink outboxes, dead
+//! letters, counters and cursors.
+//!
+//! Writes happen in [`Store::write`], which runs a closure inside one write transaction and
+//! commits it durably (fsync) before returning. The daemon funnels all writes through one
+//! writer thread (see `ingest`) so many requests share one commit.
+//!
+//! Only one process may open the file: redb locks it, and [`StoreError::AlreadyInUse`] says so.
+
+mod tables;
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use frontsync_sinks::Delivery;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use tables::*;
+
+/// The store format this build writes.
+const SCHEMA_VERSION: u64 = 1;
+
+/// Why the state database failed. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "state database {0} is already in use by another frontsync process (only one may run per state file)"
+    )]
+    AlreadyInUse(PathBuf),
+    #[error("cannot open state database {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "state database {path} was written by a newer frontsync (format {found}, this build reads {SCHEMA_VERSION})"
+    )]
+    NewerFormat { path: PathBuf, found: u64 },
+    #[error("state database {path}: {message}")]
+    Db { path: PathBuf, message: String },
+    #[error("state database {path}: corrupt record in {table}: {message}")]
+    Corrupt {
+        path: PathBuf,
+        table: &'static str,
+        message: String,
+    },
+}
+
+/// A Highlight that a sink rejected for good, kept for the operator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// The Highlight as it was queued.
+    pub highlight: serde_json::Value,
+    /// Why it was rejected (lowercase, one line).
+    pub error: String,
+    /// HTTP status, for HTTP sinks.
+    pub status: Option<u16>,
+    /// A bounded excerpt of the receiver's answer.
+    pub body_excerpt: Option<String>,
+    /// Delivery attempts made.
+    pub attempts: u32,
+    /// Unix ms when it was dead-lettered.
+    pub at_ms: u64,
+}
+
+/// The state database. Cheap to clone; all clones share one open file.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// The minimum of a queued Highlight needed to hand it to a sink.
+#[derive(Deserialize)]
+struct OutboxKey {
+    id: String,
+    revision: u64,
+}
+
+impl Store {
+    /// Opens (or creates, mode 0600 in a 0700 folder) the state database.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open_err = |message: String| StoreError::Open {
+            path: path.to_path_buf(),
+            message,
+        };
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|e| open_err(format!("cannot create folder {}: {e}", parent.display())))?;
+        }
+        // redb would create the file with the umask's mode; create it first so it is 0600.
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| open_err(e.to_string()))?;
+        let db = Database::create(path).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyInUse(path.to_path_buf()),
+            other => open_err(other.to_string()),
+        })?;
+        let store = Store {
+            db: Arc::new(db),
+            path: Arc::new(path.to_path_buf()),
+        };
+        store.init_schema()?;
+        Ok(store)
+    }
+
+    /// The file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db {
+            path: self.path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    fn init_schema(&self) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut meta = txn.txn.open_table(META).map_err(|e| txn.err(e))?;
+            let found = meta
+                .get("schema")
+                .map_err(|e| txn.err(e))?
+                .map(|v| v.value());
+            match found {
+                Some(v) if v > SCHEMA_VERSION => Err(StoreError::NewerFormat {
+                    path: txn.path.to_path_buf(),
+                    found: v,
+                }),
+                Some(_) => Ok(()),
+                None => {
+                    meta.insert("schema", SCHEMA_VERSION)
+                        .map_err(|e| txn.err(e))?;
+                    Ok(())
+                }
+            }
+        })?;
+        // Create every table so readers never meet a missing one.
+        self.write(|txn| {
+            txn.txn.open_table(SEEN_EVENTS).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(CONVERSATIONS).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(OUTBOX).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(OUTBOX_SEQ).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(DEAD_LETTERS).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(COUNTERS).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(CURSORS).map_err(|e| txn.err(e))?;
+            Ok(())
+        })
+    }
+
+    /// Runs `f` in one write transaction and commits durably. If `f` fails nothing is written.
+    pub fn write<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        let mut t = Txn {
+            txn: &txn,
+            path: &self.path,
+        };
+        let result = f(&mut t);
+        match result {
+            Ok(r) => {
+                txn.commit().map_err(|e| self.db_err(e))?;
+                Ok(r)
+            }
+            Err(e) => {
+                // Dropping aborts; an abort error is less interesting than the cause.
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Up to `limit` outbox entries of `sink`, oldest first.
+    pub fn outbox_head(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(OUTBOX).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((sink, 0u64)..=(sink, u64::MAX))
+            .map_err(|e| self.db_err(e))?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let json = v.value().to_vec();
+            let key: OutboxKey =
+                serde_json::from_slice(&json).map_err(|e| StoreError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    table: "outbox_v1",
+                    message: e.to_string(),
+                })?;
+            out.push(Delivery {
+                seq: k.value().1,
+                id: key.id,
+                revision: key.revision,
+                json,
+            });
+        }
+        Ok(out)
+    }
+
+    /// A counter's value (0 when never set).
+    pub fn counter(&self, name: &str, scope: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(COUNTERS).map_err(|e| self.db_err(e))?;
+        let key = compound(name, scope);
+        Ok(table
+            .get(key.as_str())
+            .map_err(|e| self.db_err(e))?
+            .map(|v| v.value())
+            .unwrap_or(0))
+    }
+
+    /// Entries waiting in `sink`'s outbox.
+    pub fn outbox_depth(&self, sink: &str) -> Result<u64, StoreError> {
+        self.counter(counters::OUTBOX_DEPTH, sink)
+    }
+
+    /// Dead letters of `sink`, oldest first.
+    pub fn dead_letters(&self, sink: &str) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(DEAD_LETTERS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((sink, 0u64)..=(sink, u64::MAX))
+            .map_err(|e| self.db_err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let letter = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
+                path: self.path.to_path_buf(),
+                table: "dead_letters_v1",
+                message: e.to_string(),
+            })?;
+            out.push((k.value().1, letter));
+        }
+        Ok(out)
+    }
+
+    /// A cursor's stored value.
+    pub fn cursor<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(CURSORS).map_err(|e| self.db_err(e))?;
+        get_json(&table, &compound(kind, name), &self.path, "cursors_v1")
+    }
+
+    /// The stored state of a conversation in a subscription.
+    pub fn conversation<T: DeserializeOwned>(
+        &self,
+        subscription: &str,
+        conversation_id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(CONVERSATIONS).map_err(|e| self.db_err(e))?;
+        get_json(
+            &table,
+            &compound(subscription, conversation_id),
+            &self.path,
+            "conversations_v1",
+        )
+    }
+
+    /// How many event ids are remembered as seen.
+    pub fn seen_events(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(SEEN_EVENTS).map_err(|e| self.db_err(e))?;
+        table.len().map_err(|e| self.db_err(e))
+    }
+}
+
+/// Names of the counters kept in the state database.
+pub mod counters {
+    /// Entries in a sink's outbox (scope: sink).
+    pub const OUTBOX_DEPTH: &str = "outbox_depth";
+    /// Highlights a sink delivered, ever (scope: sink).
+    pub const DELIVERED: &str = "delivered_total";
+    /// Dead letters of a sink (scope: sink).
+    pub const DEAD_LETTERS: &str = "dead_letters";
+}
+
+fn compound(a: &str, b: &str) -> String {
+    let mut k = String::with_capacity(a.len() + b.len() + 1);
+    k.push_str(a);
+    k.push('\0');
+    k.push_str(b);
+    k
+}
+
+fn get_json<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    path: &Path,
+    name: &'static str,
+) -> Result<Option<T>, StoreError> {
+    let db_err = |e: redb::StorageError| StoreError::Db {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    match table.get(key).map_err(db_err)? {
+        None => Ok(None),
+        Some(v) => serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                table: name,
+                message: e.to_string(),
+            }),
+    }
+}
+
+/// One open write transaction, with typed operations.
+pub struct Txn<'a> {
+    txn: &'a redb::WriteTransaction,
+    path: &'a Path,
+}
+
+impl Txn<'_> {
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Db {
+            path: self.path.to_path_buf(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Records `event_id` of `connection` as seen. Returns false when it already was.
+    pub fn mark_seen(&mut self, connection: &str, event_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+        let mut t = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
+        let key = compound(connection, event_id);
+        if t.get(key.as_str()).map_err(|e| self.err(e))?.is_some() {
+            return Ok(false);
+        }
+        t.insert(key.as_str(), now_ms).map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// The stored state of a conversation in a subscription.
+    pub fn conversation<T: DeserializeOwned>(
+        &self,
+        subscription: &str,
+        conversation_id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let t = self.txn.open_table(CONVERSATIONS).map_err(|e| self.err(e))?;
+        get_json(&t, &compound(subscription, conversation_id), self.path, "conversations_v1")
+    }
+
+    /// Replaces the stored state of a conversation in a subscription.
+    pub fn put_conversation<T: Serialize>(
+        &mut self,
+        subscription: &str,
+        conversation_id: &str,
+        state: &T,
+    ) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(state).map_err(|e| self.err(e))?;
+        let mut t = self.txn.open_table(CONVERSATIONS).map_err(|e| self.err(e))?;
+        t.insert(compound(subscription, conversation_id).as_str(), bytes.as_slice())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Appends a serialized Highlight to `sink`'s outbox; returns its sequence number.
+    pub fn enqueue(&mut self, sink: &str, highlight_json: &[u8]) -> Result<u64, StoreError> {
+        let seq = {
+            let mut seqs = self.txn.open_table(OUTBOX_SEQ).map_err(|e| self.err(e))?;
+            let seq = seqs
+                .get(sink)
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            seqs.insert(sink, seq + 1).map_err(|e| self.err(e))?;
+            seq
+        };
+        let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        outbox.insert((sink, seq), highlight_json).map_err(|e| self.err(e))?;
+        drop(outbox);
+        self.add_counter(counters::OUTBOX_DEPTH, sink, 1)?;
+        Ok(seq)
+    }
+
+    /// Removes delivered entries from `sink`'s outbox. Unknown seqs are ignored (an ack may
+    /// be repeated after a crash).
+    pub fn ack(&mut self, sink: &str, seqs: &[u64]) -> Result<u64, StoreError> {
+        let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let mut removed = 0;
+        for &seq in seqs {
+            if outbox.remove((sink, seq)).map_err(|e| self.err(e))?.is_some() {
+                removed += 1;
+            }
+        }
+        drop(outbox);
+        self.sub_counter(counters::OUTBOX_DEPTH, sink, removed)?;
+        self.add_counter(counters::DELIVERED, sink, removed)?;
+        Ok(removed)
+    }
+
+    /// Moves an outbox entry to the sink's dead letters.
+    pub fn dead_letter(
+        &mut self,
+        sink: &str,
+        seq: u64,
+        error: String,
+        status: Option<u16>,
+        body_excerpt: Option<String>,
+        attempts: u32,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let Some(json) = outbox
+            .remove((sink, seq))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_vec())
+        else {
+            return Ok(false);
+        };
+        drop(outbox);
+        let letter = DeadLetter {
+            highlight: serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null),
+            error,
+            status,
+            body_excerpt,
+            attempts,
+            at_ms: now_ms,
+        };
+        let bytes = serde_json::to_vec(&letter).map_err(|e| self.err(e))?;
+        let mut dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+        dead.insert((sink, seq), bytes.as_slice())
+            .map_err(|e| self.err(e))?;
+        drop(dead);
+        self.sub_counter(counters::OUTBOX_DEPTH, sink, 1)?;
+        self.add_counter(counters::DEAD_LETTERS, sink, 1)?;
+        Ok(true)
+    }
+
+    /// Adds `n` to a counter.
+    pub fn add_counter(&mut self, name: &str, scope: &str, n: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
+        let key = compound(name, scope);
+        let v = t.get(key.as_str()).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
+        t.insert(key.as_str(), v.saturating_add(n)).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn sub_counter(&mut self, name: &str, scope: &str, n: u64) -> Result<(), StoreError> {
+        if n == 0 {
+            return Ok(());
+        }
+        let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
+        let key = compound(name, scope);
+        let v = t.get(key.as_str()).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
+        t.insert(key.as_str(), v.saturating_sub(n)).map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Stores a cursor.
+    pub fn set_cursor<T: Serialize>(&mut self, kind: &str, name: &str, value: &T) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
+        let mut t = self.txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+        t.insert(compound(kind, name).as_str(), bytes.as_slice())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Reads a cursor inside the transaction.
+    pub fn cursor<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>, StoreError> {
+        let t = self.txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+        get_json(&t, &compound(kind, name), self.path, "cursors_v1")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn highlight_json(id: &str, revision: u64) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({"id": id, "revision": revision, "x": 1})).unwrap()
+    }
+
+    #[test]
+    fn seen_marks_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let first = store.write(|t| t.mark_seen("acme", "evt_1", 5)).unwrap();
+        let again = store.write(|t| t.mark_seen("acme", "evt_1", 6)).unwrap();
+        let other = store.write(|t| t.mark_seen("other", "evt_1", 6)).unwrap();
+        assert!(first && !again && other);
+        assert_eq!(store.seen_events().unwrap(), 2);
+    }
+
+    #[test]
+    fn outbox_is_fifo_per_sink_and_counts_depth() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.enqueue("a", &highlight_json("s:c1", 1))?;
+                t.enqueue("b", &highlight_json("s:c1", 1))?;
+                t.enqueue("a", &highlight_json("s:c2", 1))?;
+                Ok(())
+            })
+            .unwrap();
+        let head = store.outbox_head("a", 10).unwrap();
+        assert_eq!(
+            head.iter().map(|d| (d.seq, d.id.as_str())).collect::<Vec<_>>(),
+            vec![(1, "s:c1"), (2, "s:c2")]
+        );
+        assert_eq!(store.outbox_depth("a").unwrap(), 2);
+        store.write(|t| t.ack("a", &[1])).unwrap();
+        // A repeated ack changes nothing.
+        store.write(|t| t.ack("a", &[1])).unwrap();
+        assert_eq!(store.outbox_depth("a").unwrap(), 1);
+        assert_eq!(store.counter(counters::DELIVERED, "a").unwrap(), 1);
+        assert_eq!(store.outbox_head("b", 10).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn dead_letter_moves_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let seq = store.write(|t| t.enqueue("a", &highlight_json("s:c1", 1))).unwrap();
+        store
+            .write(|t| t.dead_letter("a", seq, "rejected".into(), Some(400), Some("bad".into()), 1, 9))
+            .unwrap();
+        assert!(store.outbox_head("a", 10).unwrap().is_empty());
+        let dead = store.dead_letters("a").unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].1.status, Some(400));
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
+    }
+
+    #[test]
+    fn failed_closure_writes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let r: Result<(), _> = store.write(|t| {
+            t.mark_seen("acme", "evt_1", 1)?;
+            Err(StoreError::Db {
+                path: PathBuf::new(),
+                message: "boom".into(),
+            })
+        });
+        assert!(r.is_err());
+        assert!(store.write(|t| t.mark_seen("acme", "evt_1", 1)).unwrap());
+    }
+
+    #[test]
+    fn second_open_is_refused_clearly_and_file_is_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/s.redb");
+        let _store = Store::open(&path).unwrap();
+        let err = Store::open(&path).unwrap_err();
+        assert!(err.to_string().contains("already in use"), "{err}");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn state_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = Store::open(&path).unwrap();
+            store
+                .write(|t| {
+                    t.set_cursor("events", "acme", &serde_json::json!({"after": 1.5}))?;
+                    t.enqueue("a", &highlight_json("s:c1", 1))
+                })
+                .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let c: serde_json::Value = store.cursor("events", "acme").unwrap().unwrap();
+        assert_eq!(c["after"], 1.5);
+        assert_eq!(store.outbox_depth("a").unwrap(), 1);
+    }
+}

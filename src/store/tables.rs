@@ -1,0 +1,28 @@
+//! Every redb table frontsync uses, in one place. Names carry a version suffix so a future
+//! format change can migrate table by table instead of guessing what bytes mean.
+
+use redb::TableDefinition;
+
+/// `"schema"` -> the store format version.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
+
+/// `"{connection}\0{evt_id}"` -> Unix ms when the event was first committed.
+pub const SEEN_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("seen_events_v1");
+
+/// `"{subscription}\0{cnv_id}"` -> JSON `ConversationState`.
+pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations_v1");
+
+/// `(sink, seq)` -> one Highlight as compact JSON. Drained in seq order by the sink's task.
+pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox_v1");
+
+/// `sink` -> the next outbox sequence number to hand out.
+pub const OUTBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("outbox_seq_v1");
+
+/// `(sink, seq)` -> JSON `DeadLetter`: Highlights a sink rejected for good.
+pub const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters_v1");
+
+/// `"{name}\0{sink-or-subscription}"` -> a monotonically growing counter (e.g. deliveries).
+pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters_v1");
+
+/// `"{kind}\0{name}"` -> JSON cursor of a poller or backfill.
+pub const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors_v1");
