@@ -22,7 +22,7 @@ pub enum SecretError {
     EnvMissing(String),
     #[error("environment variable {0} is empty")]
     EnvEmpty(String),
-    #[error("cannot read secret file {path}: {source}")]
+    #[error("cannot read secret file {}: {}", .path.display(), io_reason(.source))]
     File {
         path: PathBuf,
         #[source]
@@ -59,6 +59,21 @@ impl Secret {
             Secret::File(p) => format!("file {}", p.display()),
             Secret::Credential(c) => format!("credential {c}"),
         }
+    }
+}
+
+/// `No such file or directory (os error 2)` -> `no such file or directory`: our messages are
+/// lowercase, and the errno adds nothing for an operator.
+pub(crate) fn io_reason(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
     }
 }
 
@@ -130,6 +145,27 @@ mod tests {
             err.to_string(),
             "environment variable FRONTSYNC_TEST_SURELY_UNSET is not set"
         );
+    }
+
+    #[test]
+    fn unreadable_file_message_is_lowercase_and_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("missing");
+        let err = Secret::File(p.clone()).resolve().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot read secret file {}: no such file or directory",
+                p.display()
+            )
+        );
+    }
+
+    #[test]
+    fn describe_names_the_source_only() {
+        assert_eq!(Secret::Env("X".into()).describe(), "env X");
+        assert_eq!(Secret::File("/a/b".into()).describe(), "file /a/b");
+        assert_eq!(Secret::Credential("c".into()).describe(), "credential c");
     }
 
     #[test]
