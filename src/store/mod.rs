@@ -64,6 +64,19 @@ pub struct DeadLetter {
     pub at_ms: u64,
 }
 
+/// Why a sink rejected a Highlight for good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Lowercase, one line.
+    pub error: String,
+    /// HTTP status, for HTTP sinks.
+    pub status: Option<u16>,
+    /// A bounded excerpt of the receiver's answer.
+    pub body_excerpt: Option<String>,
+    /// Delivery attempts made.
+    pub attempts: u32,
+}
+
 /// The state database. Cheap to clone; all clones share one open file.
 #[derive(Clone)]
 pub struct Store {
@@ -415,10 +428,7 @@ impl Txn<'_> {
         &mut self,
         sink: &str,
         seq: u64,
-        error: String,
-        status: Option<u16>,
-        body_excerpt: Option<String>,
-        attempts: u32,
+        rejection: &Rejection,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
@@ -432,10 +442,10 @@ impl Txn<'_> {
         drop(outbox);
         let letter = DeadLetter {
             highlight: serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null),
-            error,
-            status,
-            body_excerpt,
-            attempts,
+            error: rejection.error.clone(),
+            status: rejection.status,
+            body_excerpt: rejection.body_excerpt.clone(),
+            attempts: rejection.attempts,
             at_ms: now_ms,
         };
         let bytes = serde_json::to_vec(&letter).map_err(|e| self.err(e))?;
@@ -538,7 +548,17 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let seq = store.write(|t| t.enqueue("a", &highlight_json("s:c1", 1))).unwrap();
         store
-            .write(|t| t.dead_letter("a", seq, "rejected".into(), Some(400), Some("bad".into()), 1, 9))
+            .write(|t| t.dead_letter(
+                    "a",
+                    seq,
+                    &Rejection {
+                        error: "rejected".into(),
+                        status: Some(400),
+                        body_excerpt: Some("bad".into()),
+                        attempts: 1,
+                    },
+                    9,
+                ))
             .unwrap();
         assert!(store.outbox_head("a", 10).unwrap().is_empty());
         let dead = store.dead_letters("a").unwrap();
