@@ -6,9 +6,28 @@
 //! - [`secret`]: `{ env | file | credential }` secrets, never printed.
 //! - [`front`]: Front's API types (and, later, its client and rate limiter).
 //! - [`normalize`]: Front event/conversation/message -> Highlight; pure functions.
+//! - [`store`]: the redb state database behind a typed facade (only module touching redb).
+//! - [`ingest`]: the single writer thread: dedupe, route, outbox append, group commit.
+//! - [`outbox`]: one task per sink draining its durable outbox, with backoff and dead letters.
+//! - [`webhook`]: the hyper webhook listener and Front signature checks.
+//! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! - [`http`]: the small hyper server loop both listeners share.
+//! - [`daemon`]: wiring and the shutdown order; [`signals`]: SIGTERM/SIGINT/SIGHUP.
+//! - [`cli`], [`commands`], [`logging`]: the command line, each subcommand, log setup.
 
+pub mod admin;
+pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod secret;
+pub mod daemon;
 pub mod front;
+pub mod http;
+pub mod ingest;
+pub mod logging;
 pub mod normalize;
+pub mod notify;
+pub mod outbox;
+pub mod secret;
+pub mod signals;
 pub mod store;
+pub mod webhook;

@@ -1,1 +1,19 @@
-fn main() {}
+//! The `frontsync` binary: parse the command line, load the config, set up logs, run, and
+//! map the outcome to an exit code (0 ok, 1 runtime failure, 2 bad config).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use frontsync::cli::{Cli, Command};
+use frontsync::{commands, logging};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log_level);
+    let code = match cli.command {
+        Command::Run => commands::run(&cli.config),
+        Command::Check { online } => commands::check(&cli.config, online),
+        Command::Status { json } => commands::status(&cli.config, json),
+    };
+    ExitCode::from(code)
+}

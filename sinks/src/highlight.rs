@@ -80,7 +80,12 @@ pub enum Status {
 
 impl Status {
     /// Every status, in display order.
-    pub const ALL: [Status; 4] = [Status::Open, Status::Archived, Status::Trashed, Status::Spam];
+    pub const ALL: [Status; 4] = [
+        Status::Open,
+        Status::Archived,
+        Status::Trashed,
+        Status::Spam,
+    ];
 
     /// The lowercase name used in JSON and config.
     pub fn as_str(self) -> &'static str {

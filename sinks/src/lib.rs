@@ -8,12 +8,17 @@
 //!
 //! # Layout
 //! - [`highlight`]: the `frontsync.highlight.v1` record.
+//! - [`http`]: POST to any HTTP endpoint, singly or in batches, with idempotency keys and
+//!   optional signing.
 //! - [`jsonl`]: append to a file, fsync per batch, exactly once across crashes.
+//! - [`next`]: push to NEXT AI, an [`http`] sink with NEXT's URL layout and token.
 //! - [`stdout`]: one JSON line per Highlight on standard output (for `| jq`).
 #![deny(missing_docs)]
 
 pub mod highlight;
+pub mod http;
 pub mod jsonl;
+pub mod next;
 pub mod stdout;
 
 pub use highlight::{Assignee, Change, Highlight, Requester, SCHEMA_V1, Source, Status};

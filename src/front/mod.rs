@@ -1,3 +1,5 @@
-//! Front Core API: serde models, and (later) the HTTP client, rate limiter and poller.
+//! Front Core API: serde models, the HTTP client and the per-company rate limiter.
 
+pub mod client;
 pub mod model;
+pub mod ratelimit;

@@ -1,1 +1,1142 @@
-//! Serde models of Front API resources.
+//! Serde models of Front API resources, and the parser of webhook bodies.
+//!
+//! Front's payloads vary a lot: the OpenAPI schema marks most fields required, but event
+//! previews (rule webhooks without "Send Full Event Data", and most application webhooks)
+//! carry only ids, `_links` and a type for `conversation`, `source` and `target`. So every
+//! field except the identifiers we cannot work without is optional, unknown fields are
+//! ignored, and a field of an unexpected shape reads as absent instead of failing the whole
+//! event: a webhook we reject is lost (rule webhooks are not retried), while a webhook with
+//! one odd field still carries a usable conversation id.
+//!
+//! Timestamps stay as Front sends them (Unix seconds as floats with 3 decimals); convert
+//! them with [`secs_to_ms`].
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Event types whose target is the message that was received or sent.
+const MESSAGE_EVENT_TYPES: [&str; 3] = ["inbound", "outbound", "out_reply"];
+
+/// The last millisecond RFC 3339 formatting (4-digit years) can show: 9999-12-31T23:59:59.999Z.
+pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+
+/// Converts Front's Unix seconds (a float with 3 decimals) to Unix milliseconds.
+///
+/// Rounds rather than truncates, because `1454453901.012 * 1000.0` is `1454453901011.9998`
+/// in binary floating point. Returns `None` for values no real timestamp has: NaN,
+/// infinities, negative values, and anything past year 9999.
+pub fn secs_to_ms(secs: f64) -> Option<i64> {
+    if !secs.is_finite() || secs < 0.0 {
+        return None;
+    }
+    let ms = (secs * 1000.0).round();
+    // Comparing as f64 before the cast: `as` saturates silently, which would hide garbage.
+    if ms > MAX_TIMESTAMP_MS as f64 {
+        return None;
+    }
+    Some(ms as i64)
+}
+
+/// `_links` of a Front resource: `self` and the named `related` links.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Links {
+    /// The resource's own API URL.
+    #[serde(
+        rename = "self",
+        default,
+        deserialize_with = "lenient::opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub self_: Option<String>,
+    /// Related API URLs by name (`conversation`, `messages`, `last_message`, ...); links that
+    /// are null or not strings are left out.
+    #[serde(
+        default,
+        deserialize_with = "lenient::string_map",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    pub related: BTreeMap<String, String>,
+}
+
+impl Links {
+    /// The id at the end of the related link `name`, e.g. `cnv_123` from
+    /// `https://acme.api.frontapp.com/conversations/cnv_123?referer=x`, when it carries `prefix`.
+    pub fn related_id(&self, name: &str, prefix: &str) -> Option<String> {
+        self.related
+            .get(name)
+            .and_then(|url| id_from_url(url, prefix))
+    }
+}
+
+/// The last path segment of `url` when it starts with `prefix` and has more after it.
+fn id_from_url(url: &str, prefix: &str) -> Option<String> {
+    let path = url.split(['?', '#']).next().unwrap_or_default();
+    let last = path.trim_end_matches('/').rsplit('/').next()?;
+    (last.len() > prefix.len() && last.starts_with(prefix)).then(|| last.to_owned())
+}
+
+/// One entry of Front's event stream (`GET /events`), and the body of a rule webhook.
+///
+/// A full event embeds the conversation and the source/target resources; a preview has only
+/// their ids and links (see [`Event::is_preview`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Event {
+    /// `evt_...`
+    pub id: String,
+    /// `inbound`, `outbound`, `out_reply`, `assign`, `archive`, `tag`, ...
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub emitted_at: Option<f64>,
+    /// Who or what caused the event (teammate, rule, inboxes, ...).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub source: Option<EventRef>,
+    /// What the event acted on (message, teammate, tag, inboxes, ...).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub target: Option<EventRef>,
+    /// The conversation; in a preview, only its id and links.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub conversation: Option<Conversation>,
+    /// `_links.self` is the event's API URL.
+    #[serde(rename = "_links", default, deserialize_with = "lenient::default")]
+    pub links: Links,
+}
+
+/// The `source` or `target` of an [`Event`]: a type tag and the resource, whose shape depends
+/// on the type, so it is kept as JSON and read by the helpers on [`Event`].
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct EventRef {
+    /// `_meta.type`: `message`, `inboxes`, `teammate`, `tag`, `rule`, ...
+    #[serde(rename = "_meta", default, deserialize_with = "lenient::opt")]
+    pub meta: Option<Meta>,
+    /// The resource: an object, or an array for `inboxes`.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub data: Option<Value>,
+}
+
+/// `_meta` of an [`EventRef`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Meta {
+    /// The resource type.
+    #[serde(rename = "type")]
+    pub type_: String,
+}
+
+impl EventRef {
+    /// Whether `_meta.type` is `type_`.
+    pub fn is_type(&self, type_: &str) -> bool {
+        self.meta.as_ref().is_some_and(|m| m.type_ == type_)
+    }
+
+    /// The ids of the inboxes in `data`, when `_meta.type` is `inboxes`: Front sends an array
+    /// of inboxes, but a preview may carry a single `{id}` object, so both are read.
+    pub fn inbox_ids(&self) -> Vec<String> {
+        if !self.is_type("inboxes") {
+            return Vec::new();
+        }
+        let id_of = |v: &Value| {
+            v.get("id")
+                .and_then(Value::as_str)
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned)
+        };
+        match &self.data {
+            Some(Value::Array(items)) => items.iter().filter_map(id_of).collect(),
+            Some(v @ Value::Object(_)) => id_of(v).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// `data` read as a `T` (tolerantly), when `_meta.type` is `type_`.
+    fn data_as<T: serde::de::DeserializeOwned>(&self, type_: &str) -> Option<T> {
+        if !self.is_type(type_) {
+            return None;
+        }
+        self.data
+            .as_ref()
+            .and_then(|data| T::deserialize(data).ok())
+    }
+}
+
+impl Event {
+    /// The message this event is about, when the target is a message (`inbound`, `outbound`,
+    /// `out_reply`, `forward`, `sending_error`, ...). In a preview it has only its id and links.
+    pub fn target_message(&self) -> Option<Message> {
+        self.target.as_ref()?.data_as("message")
+    }
+
+    /// The teammate this event is about, when the target is a teammate (`assign`).
+    pub fn target_teammate(&self) -> Option<Teammate> {
+        self.target.as_ref()?.data_as("teammate")
+    }
+
+    /// The ids of the inboxes a message event went through (`source` of `inbound`,
+    /// `outbound`, `out_reply`); empty for other sources.
+    pub fn source_inbox_ids(&self) -> Vec<String> {
+        self.source
+            .as_ref()
+            .map(EventRef::inbox_ids)
+            .unwrap_or_default()
+    }
+
+    /// The ids of the inboxes a `move` event moved the conversation to; empty otherwise.
+    pub fn target_inbox_ids(&self) -> Vec<String> {
+        self.target
+            .as_ref()
+            .map(EventRef::inbox_ids)
+            .unwrap_or_default()
+    }
+
+    /// Whether this is an event preview that needs `GET /events/{id}` to be complete: the
+    /// conversation is missing or lacks its status or subject (a full conversation always
+    /// has both), or, for a message event, the message has no text, body nor blurb.
+    pub fn is_preview(&self) -> bool {
+        let conversation_incomplete = self
+            .conversation
+            .as_ref()
+            .is_none_or(|c| c.status.is_none() || c.subject.is_none());
+        let message_incomplete = self.is_message_event()
+            && self
+                .target_message()
+                .is_none_or(|m| m.text.is_none() && m.body.is_none() && m.blurb.is_none());
+        conversation_incomplete || message_incomplete
+    }
+
+    /// Whether a message was received or sent (`inbound`, `outbound`, `out_reply`).
+    pub fn is_message_event(&self) -> bool {
+        MESSAGE_EVENT_TYPES.contains(&self.type_.as_str())
+    }
+}
+
+/// A conversation (`ConversationResponse`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Conversation {
+    /// `cnv_...`
+    pub id: String,
+    /// May be empty in Front; absent in previews.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub subject: Option<String>,
+    /// `assigned`, `unassigned`, `archived`, `deleted` (and perhaps more); absent in previews.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub status: Option<String>,
+    /// Null when unassigned.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub assignee: Option<Teammate>,
+    /// The main recipient (the customer for an inbound conversation).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub recipient: Option<Recipient>,
+    /// Empty when absent: read [`Conversation::status`] to tell a preview from a conversation
+    /// without tags.
+    #[serde(default, deserialize_with = "lenient::vec")]
+    pub tags: Vec<Tag>,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub created_at: Option<f64>,
+    /// Unix seconds.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub updated_at: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub is_private: Option<bool>,
+    /// `_links` (not Front's `links` field, which lists external links and is ignored).
+    #[serde(rename = "_links", default, deserialize_with = "lenient::default")]
+    pub links: Links,
+}
+
+/// A message (`MessageResponse`).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Message {
+    /// `msg_...`
+    pub id: String,
+    /// `email`, `sms`, `front_chat`, ...; absent in previews.
+    #[serde(rename = "type", default, deserialize_with = "lenient::opt")]
+    pub type_: Option<String>,
+    /// True when received, false when sent.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub is_inbound: Option<bool>,
+    /// Unix seconds: when the message was sent or received.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub created_at: Option<f64>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub subject: Option<String>,
+    /// A short preview of the body.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub blurb: Option<String>,
+    /// HTML.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub body: Option<String>,
+    /// Plain text version of the body (email messages only).
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub text: Option<String>,
+    /// The teammate who sent it; absent on inbound messages.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub author: Option<Teammate>,
+    /// `from`, `to`, `cc`, `bcc`, `reply-to`.
+    #[serde(default, deserialize_with = "lenient::vec")]
+    pub recipients: Vec<Recipient>,
+    /// `_links.related.conversation` names the conversation.
+    #[serde(rename = "_links", default, deserialize_with = "lenient::default")]
+    pub links: Links,
+}
+
+/// A Front user (`TeammateResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Teammate {
+    /// `tea_...`
+    pub id: String,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub email: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub username: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub first_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub last_name: Option<String>,
+}
+
+/// A message recipient or a conversation's main recipient (`RecipientResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Recipient {
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub name: Option<String>,
+    /// Email address, phone number or other channel handle.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub handle: Option<String>,
+    /// `from`, `to`, `cc`, `bcc`, `reply-to`.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub role: Option<String>,
+}
+
+/// A tag (`TagResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Tag {
+    /// `tag_...`
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub id: Option<String>,
+    pub name: String,
+}
+
+/// An inbox (`InboxResponse`), as listed by `GET /inboxes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Inbox {
+    /// `inb_...`
+    pub id: String,
+    /// Empty when Front sent none.
+    #[serde(default, deserialize_with = "lenient::default")]
+    pub name: String,
+    /// True for a teammate's individual inbox.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub is_private: Option<bool>,
+}
+
+/// The company the token belongs to (`GET /me`, `IdentityResponse`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Me {
+    /// `cmp_...`
+    pub id: String,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub name: Option<String>,
+}
+
+/// Front's list envelope: `{_results, _pagination: {next}, _links}`.
+///
+/// Items are strict (a malformed one fails the page, so a poller never skips an event
+/// silently); the envelope is not: `GET /inboxes` has no `_pagination` at all.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct Page<T> {
+    #[serde(rename = "_results", default = "Vec::new")]
+    pub results: Vec<T>,
+    #[serde(rename = "_pagination", default, deserialize_with = "lenient::opt")]
+    pub pagination: Option<Pagination>,
+    /// Total matches, sent by the search endpoint only.
+    #[serde(rename = "_total", default, deserialize_with = "lenient::opt")]
+    pub total: Option<u64>,
+}
+
+/// `_pagination` of a [`Page`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Pagination {
+    /// The full URL of the next page (query string included); null on the last page.
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// The URL of the next page, or `None` on the last page (an empty URL counts as none).
+    pub fn next_url(&self) -> Option<&str> {
+        self.pagination
+            .as_ref()
+            .and_then(|p| p.next.as_deref())
+            .filter(|url| !url.is_empty())
+    }
+}
+
+/// Front's error body: `{"_error": {status, title, message, details}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ApiErrorBody {
+    #[serde(rename = "_error")]
+    pub error: ApiError,
+}
+
+/// The `_error` object of an [`ApiErrorBody`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct ApiError {
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub status: Option<u16>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub title: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub message: Option<String>,
+    #[serde(default, deserialize_with = "lenient::vec")]
+    pub details: Vec<String>,
+}
+
+/// The body of an application webhook: `{type, authorization: {id}, payload: <event>}`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+pub struct AppWebhook {
+    /// `inbound_received`, `conversation_archived`, ..., or `sync` for the validation request.
+    #[serde(rename = "type")]
+    pub type_: String,
+    #[serde(default, deserialize_with = "lenient::opt")]
+    pub authorization: Option<Authorization>,
+    /// The event; absent on `sync`.
+    #[serde(default)]
+    pub payload: Option<Event>,
+}
+
+/// `authorization` of an [`AppWebhook`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Authorization {
+    /// The company id, `cmp_...`.
+    pub id: String,
+}
+
+/// A webhook body, classified.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WebhookBody {
+    /// A rule webhook ("Send to a Webhook"): the body is the event itself.
+    Rule(Event),
+    /// An application webhook.
+    App {
+        /// The app webhook type (`inbound_received`, ..., `sync`).
+        type_: String,
+        /// `authorization.id`, the company id.
+        company_id: Option<String>,
+        /// The payload event; `None` for `sync`.
+        event: Option<Event>,
+    },
+}
+
+/// Why a webhook body is not a Front event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body is not JSON at all.
+    #[error("not json: {0}")]
+    NotJson(String),
+    /// JSON, but not the shape of a Front event or app webhook.
+    #[error("not a front event: {0}")]
+    NotEvent(String),
+}
+
+fn not_event(reason: impl Into<String>) -> ParseError {
+    ParseError::NotEvent(reason.into())
+}
+
+/// Classifies and parses a webhook body.
+///
+/// An object with an `authorization` or `payload` key is an application webhook (its
+/// `payload`, when present and not null, must be an event); an object with a string `id` and
+/// `type` is a rule webhook. Everything else is a [`ParseError`]. Never panics: serde_json
+/// bounds nesting depth, and nothing here indexes.
+pub fn parse_webhook_body(body: &[u8]) -> Result<WebhookBody, ParseError> {
+    let value: Value =
+        // serde_json's syntax errors quote no input, only positions; lowercased for our
+        // message style ("EOF while parsing" -> "eof while parsing").
+        serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string().to_lowercase()))?;
+    let Value::Object(obj) = &value else {
+        return Err(not_event("body is not a json object"));
+    };
+    if obj.contains_key("authorization") || obj.contains_key("payload") {
+        let type_ = match obj.get("type") {
+            Some(Value::String(t)) if !t.is_empty() => t.clone(),
+            Some(Value::String(_)) => return Err(not_event("empty app webhook type")),
+            Some(_) => return Err(not_event("app webhook type is not a string")),
+            None => return Err(not_event("app webhook without type")),
+        };
+        let company_id = obj
+            .get("authorization")
+            .and_then(|a| a.get("id"))
+            .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned);
+        let event = match obj.get("payload") {
+            None | Some(Value::Null) => None,
+            Some(payload) => Some(
+                event_from_value(payload)
+                    .map_err(|e| not_event(format!("payload: {}", event_reason(&e))))?,
+            ),
+        };
+        return Ok(WebhookBody::App {
+            type_,
+            company_id,
+            event,
+        });
+    }
+    event_from_value(&value).map(WebhookBody::Rule)
+}
+
+/// The reason inside a [`ParseError`], without its prefix.
+fn event_reason(e: &ParseError) -> &str {
+    match e {
+        ParseError::NotJson(r) | ParseError::NotEvent(r) => r,
+    }
+}
+
+/// Reads one event, checking first the two fields we cannot do without so the error says
+/// which one is wrong.
+fn event_from_value(value: &Value) -> Result<Event, ParseError> {
+    let Value::Object(obj) = value else {
+        return Err(not_event("event is not a json object"));
+    };
+    match obj.get("id") {
+        Some(Value::String(id)) if !id.is_empty() => {}
+        Some(Value::String(_)) => return Err(not_event("empty id")),
+        Some(_) => return Err(not_event("id is not a string")),
+        None => return Err(not_event("missing id")),
+    }
+    match obj.get("type") {
+        Some(Value::String(t)) if !t.is_empty() => {}
+        Some(Value::String(_)) => return Err(not_event("empty type")),
+        Some(_) => return Err(not_event("type is not a string")),
+        None => return Err(not_event("missing type")),
+    }
+    Event::deserialize(value).map_err(|e| not_event(e.to_string()))
+}
+
+/// Deserializers that read a field of the wrong shape as absent instead of failing.
+mod lenient {
+    use std::collections::BTreeMap;
+
+    use serde::de::DeserializeOwned;
+    use serde::{Deserialize, Deserializer};
+    use serde_json::Value;
+
+    /// `Some(T)` when the value reads as a `T`; `None` for null and for anything else.
+    pub fn opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        let v = Value::deserialize(d)?;
+        Ok(T::deserialize(v).ok())
+    }
+
+    /// The value as a `T`, else `T::default()`.
+    pub fn default<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned + Default,
+    {
+        Ok(opt(d)?.unwrap_or_default())
+    }
+
+    /// The items of an array that read as a `T`; empty for null or a non-array.
+    pub fn vec<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: DeserializeOwned,
+    {
+        match Value::deserialize(d)? {
+            Value::Array(items) => Ok(items
+                .into_iter()
+                .filter_map(|v| T::deserialize(v).ok())
+                .collect()),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// The string-valued entries of an object; empty for anything else.
+    pub fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+    where
+        D: Deserializer<'de>,
+    {
+        match Value::deserialize(d)? {
+            Value::Object(map) => Ok(map
+                .into_iter()
+                .filter_map(|(k, v)| match v {
+                    Value::String(s) => Some((k, s)),
+                    _ => None,
+                })
+                .collect()),
+            _ => Ok(BTreeMap::new()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A full `inbound` event, modeled on the OpenAPI examples.
+    fn full_inbound() -> Value {
+        json!({
+            "_links": {"self": "https://yourCompany.api.frontapp.com/events/evt_4ckcra8e"},
+            "id": "evt_4ckcra8e",
+            "type": "inbound",
+            "emitted_at": 1701292649.333,
+            "source": {
+                "_meta": {"type": "inboxes"},
+                "data": [
+                    {"_links": {"self": "https://yourCompany.api.frontapp.com/inboxes/inb_1ix6"},
+                     "id": "inb_1ix6", "name": "The Dundies", "is_private": false, "is_public": true},
+                    {"id": "inb_2"}
+                ]
+            },
+            "target": {
+                "_meta": {"type": "message"},
+                "data": {
+                    "_links": {
+                        "self": "https://yourCompany.api.frontapp.com/messages/msg_1q15qmtq",
+                        "related": {
+                            "conversation": "https://yourCompany.api.frontapp.com/conversations/cnv_yo1kg5q",
+                            "message_replied_to": null
+                        }
+                    },
+                    "id": "msg_1q15qmtq",
+                    "message_uid": "1eab543f84a0785f7b6b8967cck18f4d",
+                    "type": "email",
+                    "is_inbound": true,
+                    "draft_mode": null,
+                    "created_at": 1701292639,
+                    "subject": "Jim's pranks are getting out of hand",
+                    "blurb": "It's high time we discuss the pranking culture in the office",
+                    "body": "<p>Hi there,</p>",
+                    "text": "Hi there,",
+                    "author": null,
+                    "recipients": [
+                        {"_links": {"related": {"contact": null}}, "name": "Phyllis Lapin-Vance",
+                         "handle": "purpleboss@limitlesspaper.com", "role": "from"},
+                        {"name": null, "handle": "support@dundermifflin.com", "role": "to"}
+                    ],
+                    "attachments": [],
+                    "metadata": {}
+                }
+            },
+            "conversation": {
+                "_links": {
+                    "self": "https://yourCompany.api.frontapp.com/conversations/cnv_yo1kg5q",
+                    "related": {"last_message": "https://yourCompany.api.frontapp.com/messages/msg_1q15qmtq?referer=conversation"}
+                },
+                "id": "cnv_yo1kg5q",
+                "type": "conversation",
+                "subject": "How to prank Dwight Schrute",
+                "status": "assigned",
+                "ticket_ids": ["TICKET-1"],
+                "assignee": {
+                    "id": "tea_6r55a", "email": "michael.scott@dundermifflin.com",
+                    "username": "PrisonMike", "first_name": "Michael", "last_name": "Scott",
+                    "is_admin": true, "is_available": false, "is_blocked": false, "type": "user",
+                    "custom_fields": {}
+                },
+                "recipient": {"name": "Phyllis Lapin-Vance", "handle": "purpleboss@limitlesspaper.com", "role": "from"},
+                "tags": [
+                    {"id": "tag_2oxhvy", "name": "Warehouse task", "highlight": null, "is_private": false},
+                    {"id": "tag_x", "name": "vip"}
+                ],
+                "links": [{"id": "top_1", "name": "JIRA-1", "type": "app_x", "external_url": "https://x"}],
+                "custom_fields": {},
+                "created_at": 1701292600.001,
+                "updated_at": 1701292649.333,
+                "waiting_since": 1701292649.333,
+                "is_private": false,
+                "scheduled_reminders": [],
+                "metadata": {}
+            }
+        })
+    }
+
+    /// A preview `inbound` event: only ids, links and types.
+    fn preview_inbound() -> Value {
+        json!({
+            "_links": {"self": "https://api2.frontapp.com/events/evt_55c8c149"},
+            "id": "evt_55c8c149",
+            "type": "inbound",
+            "emitted_at": 1453770984.123,
+            "source": {"_meta": {"type": "inboxes"}, "data": {"id": "inb_55c8c149"}},
+            "target": {
+                "_meta": {"type": "message"},
+                "data": {"_links": {"self": "https://api2.frontapp.com/messages/msg_55c8c149"}, "id": "msg_55c8c149"}
+            },
+            "conversation": {
+                "_links": {"self": "https://api2.frontapp.com/conversations/cnv_55c8c149"},
+                "id": "cnv_55c8c149"
+            }
+        })
+    }
+
+    fn parse_rule(v: &Value) -> Event {
+        match parse_webhook_body(v.to_string().as_bytes()).unwrap() {
+            WebhookBody::Rule(e) => e,
+            other => panic!("expected a rule webhook, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn full_event_parses_every_field() {
+        let e = parse_rule(&full_inbound());
+        assert_eq!(e.id, "evt_4ckcra8e");
+        assert_eq!(e.type_, "inbound");
+        assert_eq!(e.emitted_at, Some(1701292649.333));
+        assert_eq!(
+            e.links.self_.as_deref(),
+            Some("https://yourCompany.api.frontapp.com/events/evt_4ckcra8e")
+        );
+        assert!(e.is_message_event());
+        assert!(!e.is_preview());
+        assert_eq!(e.source_inbox_ids(), vec!["inb_1ix6", "inb_2"]);
+        assert!(e.target_inbox_ids().is_empty());
+
+        let c = e.conversation.as_ref().unwrap();
+        assert_eq!(c.id, "cnv_yo1kg5q");
+        assert_eq!(c.subject.as_deref(), Some("How to prank Dwight Schrute"));
+        assert_eq!(c.status.as_deref(), Some("assigned"));
+        let a = c.assignee.as_ref().unwrap();
+        assert_eq!(a.id, "tea_6r55a");
+        assert_eq!(a.first_name.as_deref(), Some("Michael"));
+        assert_eq!(a.username.as_deref(), Some("PrisonMike"));
+        let r = c.recipient.as_ref().unwrap();
+        assert_eq!(r.handle.as_deref(), Some("purpleboss@limitlesspaper.com"));
+        assert_eq!(r.role.as_deref(), Some("from"));
+        let names: Vec<_> = c.tags.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["Warehouse task", "vip"]);
+        assert_eq!(c.tags[0].id.as_deref(), Some("tag_2oxhvy"));
+        assert_eq!(c.created_at, Some(1701292600.001));
+        assert_eq!(c.is_private, Some(false));
+        assert_eq!(
+            c.links.related_id("last_message", "msg_").as_deref(),
+            Some("msg_1q15qmtq")
+        );
+
+        let m = e.target_message().unwrap();
+        assert_eq!(m.id, "msg_1q15qmtq");
+        assert_eq!(m.type_.as_deref(), Some("email"));
+        assert_eq!(m.is_inbound, Some(true));
+        assert_eq!(m.created_at, Some(1701292639.0));
+        assert_eq!(m.text.as_deref(), Some("Hi there,"));
+        assert_eq!(m.body.as_deref(), Some("<p>Hi there,</p>"));
+        assert!(m.author.is_none());
+        assert_eq!(m.recipients.len(), 2);
+        assert_eq!(m.recipients[1].name, None);
+        assert_eq!(
+            m.links.related_id("conversation", "cnv_").as_deref(),
+            Some("cnv_yo1kg5q")
+        );
+        // A null related link is dropped, not an error.
+        assert!(!m.links.related.contains_key("message_replied_to"));
+    }
+
+    #[test]
+    fn preview_event_parses_and_is_a_preview() {
+        let e = parse_rule(&preview_inbound());
+        assert!(e.is_preview());
+        assert_eq!(e.conversation.as_ref().unwrap().id, "cnv_55c8c149");
+        assert!(e.conversation.as_ref().unwrap().status.is_none());
+        assert!(e.conversation.as_ref().unwrap().tags.is_empty());
+        // A preview's inbox source is a single object, not an array.
+        assert_eq!(e.source_inbox_ids(), vec!["inb_55c8c149"]);
+        let m = e.target_message().unwrap();
+        assert_eq!(m.id, "msg_55c8c149");
+        assert!(m.type_.is_none() && m.text.is_none() && m.body.is_none());
+    }
+
+    #[test]
+    fn preview_detection() {
+        // No conversation at all.
+        let mut v = full_inbound();
+        v.as_object_mut().unwrap().remove("conversation");
+        assert!(parse_rule(&v).is_preview());
+        // A conversation with a subject but no status (seen in app webhook previews).
+        let mut v = full_inbound();
+        v["conversation"].as_object_mut().unwrap().remove("status");
+        assert!(parse_rule(&v).is_preview());
+        // A full conversation but a message with only its id.
+        let mut v = full_inbound();
+        v["target"]["data"] = json!({"id": "msg_1"});
+        assert!(parse_rule(&v).is_preview());
+        // An empty subject is still a subject.
+        let mut v = full_inbound();
+        v["conversation"]["subject"] = json!("");
+        assert!(!parse_rule(&v).is_preview());
+        // A non-message event needs only the conversation.
+        let v = json!({"id": "evt_1", "type": "archive",
+            "conversation": {"id": "cnv_1", "subject": "s", "status": "archived"}});
+        let e = parse_rule(&v);
+        assert!(!e.is_preview());
+        assert!(!e.is_message_event());
+        assert!(e.target_message().is_none());
+    }
+
+    #[test]
+    fn message_event_types() {
+        for (t, expected) in [
+            ("inbound", true),
+            ("outbound", true),
+            ("out_reply", true),
+            ("forward", false),
+            ("tag", false),
+            ("assign", false),
+        ] {
+            let e = parse_rule(&json!({"id": "evt_1", "type": t}));
+            assert_eq!(e.is_message_event(), expected, "{t}");
+        }
+    }
+
+    #[test]
+    fn assign_target_teammate_and_move_target_inboxes() {
+        let e = parse_rule(&json!({
+            "id": "evt_1", "type": "assign",
+            "source": {"_meta": {"type": "rule"}, "data": {"id": "rul_1", "name": "r"}},
+            "target": {"_meta": {"type": "teammate"}, "data": {"id": "tea_1", "first_name": "Grace"}}
+        }));
+        assert_eq!(e.target_teammate().unwrap().id, "tea_1");
+        assert!(e.target_message().is_none());
+        assert!(e.source_inbox_ids().is_empty());
+
+        let e = parse_rule(&json!({
+            "id": "evt_2", "type": "move",
+            "target": {"_meta": {"type": "inboxes"}, "data": [{"id": "inb_9"}, {"name": "no id"}, {"id": ""}]}
+        }));
+        assert_eq!(e.target_inbox_ids(), vec!["inb_9"]);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut v = full_inbound();
+        v["brand_new_field"] = json!({"nested": [1, 2, 3]});
+        v["conversation"]["status_category"] = json!("resolved");
+        v["target"]["data"]["future"] = json!(true);
+        let e = parse_rule(&v);
+        assert_eq!(e.id, "evt_4ckcra8e");
+        assert_eq!(
+            e.conversation.as_ref().unwrap().status.as_deref(),
+            Some("assigned")
+        );
+        assert_eq!(e.target_message().unwrap().id, "msg_1q15qmtq");
+    }
+
+    #[test]
+    fn missing_and_oddly_shaped_fields_are_tolerated() {
+        let e = parse_rule(&json!({
+            "id": "evt_1",
+            "type": "tag",
+            "emitted_at": "not a number",
+            "source": 42,
+            "target": {"_meta": "x", "data": null},
+            "conversation": {
+                "id": "cnv_1",
+                "subject": null,
+                "status": 7,
+                "assignee": {"email": "no id"},
+                "recipient": {"handle": 5},
+                "tags": [{"name": "ok"}, {"id": "tag_no_name"}, "junk", null],
+                "created_at": null,
+                "_links": ["not", "an", "object"]
+            },
+            "_links": null
+        }));
+        assert_eq!(e.emitted_at, None);
+        assert!(e.source.is_none());
+        assert!(e.target.as_ref().unwrap().meta.is_none());
+        let c = e.conversation.unwrap();
+        assert_eq!(c.subject, None);
+        assert_eq!(c.status, None);
+        assert!(c.assignee.is_none());
+        assert_eq!(c.recipient.unwrap().handle, None);
+        assert_eq!(c.tags.len(), 1);
+        assert_eq!(c.tags[0].name, "ok");
+        assert_eq!(c.links, Links::default());
+
+        // The bare minimum.
+        let e = parse_rule(&json!({"id": "evt_1", "type": "reminder"}));
+        assert!(e.conversation.is_none() && e.source.is_none() && e.target.is_none());
+        assert!(e.is_preview());
+
+        // A conversation without an id is unusable, so it reads as absent.
+        let e = parse_rule(&json!({"id": "evt_1", "type": "x", "conversation": {"subject": "s"}}));
+        assert!(e.conversation.is_none());
+    }
+
+    #[test]
+    fn app_webhook_sync_has_no_event() {
+        let body = br#"{"type":"sync","authorization":{"id":"cmp_abc"}}"#;
+        assert_eq!(
+            parse_webhook_body(body).unwrap(),
+            WebhookBody::App {
+                type_: "sync".into(),
+                company_id: Some("cmp_abc".into()),
+                event: None
+            }
+        );
+        let body = br#"{"type":"sync","authorization":{"id":"cmp_abc"},"payload":null}"#;
+        assert!(matches!(
+            parse_webhook_body(body).unwrap(),
+            WebhookBody::App { event: None, .. }
+        ));
+    }
+
+    #[test]
+    fn app_webhook_with_payload() {
+        let body = json!({
+            "type": "inbound_received",
+            "authorization": {"id": "cmp_k30"},
+            "payload": preview_inbound(),
+        });
+        let WebhookBody::App {
+            type_,
+            company_id,
+            event,
+        } = parse_webhook_body(body.to_string().as_bytes()).unwrap()
+        else {
+            panic!("expected an app webhook");
+        };
+        assert_eq!(type_, "inbound_received");
+        assert_eq!(company_id.as_deref(), Some("cmp_k30"));
+        let event = event.unwrap();
+        assert_eq!(event.id, "evt_55c8c149");
+        assert_eq!(event.type_, "inbound");
+
+        // Also usable through the plain serde model.
+        let app: AppWebhook = serde_json::from_value(body).unwrap();
+        assert_eq!(app.authorization.unwrap().id, "cmp_k30");
+        assert_eq!(app.payload.unwrap().id, "evt_55c8c149");
+
+        // A payload without authorization is still an app webhook.
+        let body = json!({"type": "tag_added", "payload": {"id": "evt_1", "type": "tag"}});
+        assert!(matches!(
+            parse_webhook_body(body.to_string().as_bytes()).unwrap(),
+            WebhookBody::App {
+                company_id: None,
+                event: Some(_),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn garbage_is_a_parse_error() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "not json"),
+            (b"not json", "not json"),
+            (b"\xff\xfe", "not json"),
+            (b"[1,2]", "not a front event: body is not a json object"),
+            (b"\"evt_1\"", "not a front event: body is not a json object"),
+            (b"null", "not a front event: body is not a json object"),
+            (b"{}", "not a front event: missing id"),
+            (b"{\"type\":\"inbound\"}", "not a front event: missing id"),
+            (
+                b"{\"id\":42,\"type\":\"inbound\"}",
+                "not a front event: id is not a string",
+            ),
+            (
+                b"{\"id\":\"\",\"type\":\"inbound\"}",
+                "not a front event: empty id",
+            ),
+            (b"{\"id\":\"evt_1\"}", "not a front event: missing type"),
+            (
+                b"{\"id\":\"evt_1\",\"type\":null}",
+                "not a front event: type is not a string",
+            ),
+            (
+                b"{\"authorization\":{\"id\":\"cmp_1\"}}",
+                "not a front event: app webhook without type",
+            ),
+            (
+                b"{\"type\":5,\"payload\":{}}",
+                "not a front event: app webhook type is not a string",
+            ),
+            (
+                b"{\"type\":\"x\",\"payload\":{}}",
+                "not a front event: payload: missing id",
+            ),
+            (
+                b"{\"type\":\"x\",\"payload\":[]}",
+                "not a front event: payload: event is not a json object",
+            ),
+            (b"{\"id\":\"evt_1\",\"type\":\"x\"} trailing", "not json"),
+        ];
+        for (body, expected) in cases {
+            let err = parse_webhook_body(body).unwrap_err().to_string();
+            assert!(
+                err.starts_with(expected),
+                "{:?}: {err:?} should start with {expected:?}",
+                String::from_utf8_lossy(body)
+            );
+            assert_eq!(err, err.to_lowercase(), "messages are lowercase");
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let body = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse_webhook_body(body.as_bytes()).is_err());
+        let body = format!(
+            "{{\"id\":\"evt_1\",\"type\":\"x\",\"conversation\":{}1{}}}",
+            "{\"a\":".repeat(10_000),
+            "}".repeat(10_000)
+        );
+        assert!(parse_webhook_body(body.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn truncated_bodies_never_panic() {
+        for value in [
+            full_inbound(),
+            json!({"type": "inbound_received", "authorization": {"id": "cmp_1"}, "payload": preview_inbound()}),
+        ] {
+            let body = value.to_string();
+            let bytes = body.as_bytes();
+            for end in 0..bytes.len() {
+                let result = parse_webhook_body(&bytes[..end]);
+                assert!(result.is_err(), "a strict prefix of an object is not json");
+            }
+            assert!(parse_webhook_body(bytes).is_ok());
+            // Every prefix of every single-byte mutation, cheaply: flip one byte at a time.
+            for i in (0..bytes.len()).step_by(7) {
+                let mut mutated = bytes.to_vec();
+                mutated[i] ^= 0x55;
+                let _ = parse_webhook_body(&mutated);
+            }
+        }
+    }
+
+    #[test]
+    fn unicode_survives() {
+        let body = json!({"id": "evt_1", "type": "inbound", "conversation": {
+            "id": "cnv_1", "subject": "🎉 שלום 日本語", "status": "unassigned"}});
+        let e = parse_rule(&body);
+        assert_eq!(
+            e.conversation.unwrap().subject.as_deref(),
+            Some("🎉 שלום 日本語")
+        );
+    }
+
+    #[test]
+    fn pages() {
+        let page: Page<Event> = serde_json::from_value(json!({
+            "_pagination": {"next": "https://yourCompany.api.frontapp.com/events?page_token=2d018a"},
+            "_links": {"self": "https://yourCompany.api.frontapp.com/events"},
+            "_results": [preview_inbound()]
+        }))
+        .unwrap();
+        assert_eq!(page.results.len(), 1);
+        assert_eq!(
+            page.next_url(),
+            Some("https://yourCompany.api.frontapp.com/events?page_token=2d018a")
+        );
+
+        let last: Page<Event> =
+            serde_json::from_value(json!({"_pagination": {"next": null}, "_results": []})).unwrap();
+        assert!(last.results.is_empty());
+        assert_eq!(last.next_url(), None);
+
+        // `/inboxes` has no `_pagination`.
+        let inboxes: Page<Inbox> = serde_json::from_value(json!({
+            "_links": {"self": "https://yourCompany.api.frontapp.com/inboxes"},
+            "_results": [
+                {"id": "inb_1ix6", "name": "The Dundies", "is_private": false, "is_public": true},
+                {"id": "inb_2"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(inboxes.next_url(), None);
+        assert_eq!(inboxes.results[0].name, "The Dundies");
+        assert_eq!(inboxes.results[0].is_private, Some(false));
+        assert_eq!(inboxes.results[1].name, "");
+
+        let search: Page<Conversation> = serde_json::from_value(json!({
+            "_total": 212, "_results": [{"id": "cnv_1"}]
+        }))
+        .unwrap();
+        assert_eq!(search.total, Some(212));
+
+        // A malformed item fails the page rather than vanishing.
+        assert!(serde_json::from_value::<Page<Event>>(json!({"_results": [{"id": 1}]})).is_err());
+    }
+
+    #[test]
+    fn me_and_api_errors() {
+        let me: Me = serde_json::from_value(json!({
+            "_links": {"self": "https://yourCompany.api.frontapp.com/me"},
+            "id": "cmp_k30", "name": "Dunder Mifflin Paper Company, Inc."
+        }))
+        .unwrap();
+        assert_eq!(me.id, "cmp_k30");
+        assert_eq!(
+            me.name.as_deref(),
+            Some("Dunder Mifflin Paper Company, Inc.")
+        );
+
+        let err: ApiErrorBody = serde_json::from_str(
+            r#"{"_error":{"status":401,"title":"Unauthenticated","message":"Invalid token"}}"#,
+        )
+        .unwrap();
+        assert_eq!(err.error.status, Some(401));
+        assert_eq!(err.error.title.as_deref(), Some("Unauthenticated"));
+        assert!(err.error.details.is_empty());
+
+        let err: ApiErrorBody = serde_json::from_str(
+            r#"{"_error":{"status":429,"title":"Too many requests","message":"Rate limit exceeded","details":["a",1]}}"#,
+        )
+        .unwrap();
+        assert_eq!(err.error.details, vec!["a"]);
+        assert!(serde_json::from_str::<ApiErrorBody>("{}").is_err());
+    }
+
+    #[test]
+    fn seconds_to_milliseconds() {
+        assert_eq!(secs_to_ms(1454453901.012), Some(1_454_453_901_012));
+        assert_eq!(secs_to_ms(1701292649.333), Some(1_701_292_649_333));
+        assert_eq!(secs_to_ms(1703102616.0), Some(1_703_102_616_000));
+        assert_eq!(secs_to_ms(0.0), Some(0));
+        assert_eq!(secs_to_ms(0.0005), Some(1));
+        assert_eq!(secs_to_ms(-1.0), None);
+        assert_eq!(secs_to_ms(f64::NAN), None);
+        assert_eq!(secs_to_ms(f64::INFINITY), None);
+        assert_eq!(secs_to_ms(1e300), None);
+        assert_eq!(secs_to_ms(253_402_300_799.999), Some(MAX_TIMESTAMP_MS));
+        assert_eq!(secs_to_ms(253_402_300_800.0), None);
+        // Every 3-decimal value round-trips exactly.
+        for frac in 0..1000 {
+            let secs = 1_800_000_000.0 + f64::from(frac) / 1000.0;
+            assert_eq!(secs_to_ms(secs), Some(1_800_000_000_000 + i64::from(frac)));
+        }
+    }
+
+    #[test]
+    fn link_ids() {
+        assert_eq!(
+            id_from_url(
+                "https://x.api.frontapp.com/conversations/cnv_1?referer=y",
+                "cnv_"
+            ),
+            Some("cnv_1".into())
+        );
+        assert_eq!(
+            id_from_url("https://x/conversations/cnv_1/", "cnv_"),
+            Some("cnv_1".into())
+        );
+        assert_eq!(id_from_url("https://x/messages/msg_1", "cnv_"), None);
+        assert_eq!(id_from_url("https://x/conversations/cnv_", "cnv_"), None);
+        assert_eq!(id_from_url("", "cnv_"), None);
+    }
+
+    #[test]
+    fn events_round_trip_through_serialize() {
+        let e = parse_rule(&full_inbound());
+        let back: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(back, e);
+    }
+}

@@ -269,7 +269,11 @@ impl Store {
     }
 
     /// A cursor's stored value.
-    pub fn cursor<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn cursor<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(CURSORS).map_err(|e| self.db_err(e))?;
         get_json(&table, &compound(kind, name), &self.path, "cursors_v1")
@@ -354,7 +358,12 @@ impl Txn<'_> {
     }
 
     /// Records `event_id` of `connection` as seen. Returns false when it already was.
-    pub fn mark_seen(&mut self, connection: &str, event_id: &str, now_ms: u64) -> Result<bool, StoreError> {
+    pub fn mark_seen(
+        &mut self,
+        connection: &str,
+        event_id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
         let mut t = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
         let key = compound(connection, event_id);
         if t.get(key.as_str()).map_err(|e| self.err(e))?.is_some() {
@@ -370,8 +379,16 @@ impl Txn<'_> {
         subscription: &str,
         conversation_id: &str,
     ) -> Result<Option<T>, StoreError> {
-        let t = self.txn.open_table(CONVERSATIONS).map_err(|e| self.err(e))?;
-        get_json(&t, &compound(subscription, conversation_id), self.path, "conversations_v1")
+        let t = self
+            .txn
+            .open_table(CONVERSATIONS)
+            .map_err(|e| self.err(e))?;
+        get_json(
+            &t,
+            &compound(subscription, conversation_id),
+            self.path,
+            "conversations_v1",
+        )
     }
 
     /// Replaces the stored state of a conversation in a subscription.
@@ -382,9 +399,15 @@ impl Txn<'_> {
         state: &T,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(state).map_err(|e| self.err(e))?;
-        let mut t = self.txn.open_table(CONVERSATIONS).map_err(|e| self.err(e))?;
-        t.insert(compound(subscription, conversation_id).as_str(), bytes.as_slice())
+        let mut t = self
+            .txn
+            .open_table(CONVERSATIONS)
             .map_err(|e| self.err(e))?;
+        t.insert(
+            compound(subscription, conversation_id).as_str(),
+            bytes.as_slice(),
+        )
+        .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -401,7 +424,9 @@ impl Txn<'_> {
             seq
         };
         let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
-        outbox.insert((sink, seq), highlight_json).map_err(|e| self.err(e))?;
+        outbox
+            .insert((sink, seq), highlight_json)
+            .map_err(|e| self.err(e))?;
         drop(outbox);
         self.add_counter(counters::OUTBOX_DEPTH, sink, 1)?;
         Ok(seq)
@@ -413,7 +438,11 @@ impl Txn<'_> {
         let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
         let mut removed = 0;
         for &seq in seqs {
-            if outbox.remove((sink, seq)).map_err(|e| self.err(e))?.is_some() {
+            if outbox
+                .remove((sink, seq))
+                .map_err(|e| self.err(e))?
+                .is_some()
+            {
                 removed += 1;
             }
         }
@@ -465,8 +494,13 @@ impl Txn<'_> {
         }
         let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
         let key = compound(name, scope);
-        let v = t.get(key.as_str()).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
-        t.insert(key.as_str(), v.saturating_add(n)).map_err(|e| self.err(e))?;
+        let v = t
+            .get(key.as_str())
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        t.insert(key.as_str(), v.saturating_add(n))
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
@@ -476,13 +510,23 @@ impl Txn<'_> {
         }
         let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
         let key = compound(name, scope);
-        let v = t.get(key.as_str()).map_err(|e| self.err(e))?.map(|v| v.value()).unwrap_or(0);
-        t.insert(key.as_str(), v.saturating_sub(n)).map_err(|e| self.err(e))?;
+        let v = t
+            .get(key.as_str())
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value())
+            .unwrap_or(0);
+        t.insert(key.as_str(), v.saturating_sub(n))
+            .map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// Stores a cursor.
-    pub fn set_cursor<T: Serialize>(&mut self, kind: &str, name: &str, value: &T) -> Result<(), StoreError> {
+    pub fn set_cursor<T: Serialize>(
+        &mut self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
         let mut t = self.txn.open_table(CURSORS).map_err(|e| self.err(e))?;
         t.insert(compound(kind, name).as_str(), bytes.as_slice())
@@ -491,7 +535,11 @@ impl Txn<'_> {
     }
 
     /// Reads a cursor inside the transaction.
-    pub fn cursor<T: DeserializeOwned>(&self, kind: &str, name: &str) -> Result<Option<T>, StoreError> {
+    pub fn cursor<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let t = self.txn.open_table(CURSORS).map_err(|e| self.err(e))?;
         get_json(&t, &compound(kind, name), self.path, "cursors_v1")
     }
@@ -530,7 +578,9 @@ mod tests {
             .unwrap();
         let head = store.outbox_head("a", 10).unwrap();
         assert_eq!(
-            head.iter().map(|d| (d.seq, d.id.as_str())).collect::<Vec<_>>(),
+            head.iter()
+                .map(|d| (d.seq, d.id.as_str()))
+                .collect::<Vec<_>>(),
             vec![(1, "s:c1"), (2, "s:c2")]
         );
         assert_eq!(store.outbox_depth("a").unwrap(), 2);
@@ -546,9 +596,12 @@ mod tests {
     fn dead_letter_moves_entry() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let seq = store.write(|t| t.enqueue("a", &highlight_json("s:c1", 1))).unwrap();
+        let seq = store
+            .write(|t| t.enqueue("a", &highlight_json("s:c1", 1)))
+            .unwrap();
         store
-            .write(|t| t.dead_letter(
+            .write(|t| {
+                t.dead_letter(
                     "a",
                     seq,
                     &Rejection {
@@ -558,7 +611,8 @@ mod tests {
                         attempts: 1,
                     },
                     9,
-                ))
+                )
+            })
             .unwrap();
         assert!(store.outbox_head("a", 10).unwrap().is_empty());
         let dead = store.dead_letters("a").unwrap();

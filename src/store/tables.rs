@@ -19,7 +19,8 @@ pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("ou
 pub const OUTBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("outbox_seq_v1");
 
 /// `(sink, seq)` -> JSON `DeadLetter`: Highlights a sink rejected for good.
-pub const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("dead_letters_v1");
+pub const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
+    TableDefinition::new("dead_letters_v1");
 
 /// `"{name}\0{sink-or-subscription}"` -> a monotonically growing counter (e.g. deliveries).
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters_v1");

@@ -1,0 +1,59 @@
+//! Command-line definitions (clap). No behaviour here.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// Keeps Front conversations flowing into NEXT AI as Highlights, and into any tool that
+/// reads JSON lines.
+#[derive(Debug, Parser)]
+#[command(name = "frontsync", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        env = "FRONTSYNC_CONFIG",
+        default_value = "/etc/frontsync/config.toml",
+        value_name = "PATH"
+    )]
+    pub config: PathBuf,
+
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+
+    /// Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`).
+    #[arg(
+        long,
+        global = true,
+        env = "FRONTSYNC_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground until SIGTERM or SIGINT.
+    Run,
+    /// Validate the configuration; print one line per subscription.
+    Check {
+        /// Also call Front (/me, /inboxes) and each sink's health check.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Ask the running daemon for cursors, lag, outbox depth and errors.
+    Status {
+        /// Print the raw JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,468 @@
+//! The single writer: every state change goes through one thread that owns redb writes.
+//!
+//! Callers (webhook requests, the poller, sink tasks) send [`WriteOp`]s through a [`Writer`].
+//! The thread takes whatever is queued (up to [`MAX_BATCH_OPS`]), applies it all in one
+//! write transaction, commits once (one fsync), then answers every waiting caller. A caller
+//! that hears `Ok` knows its work is durable; a failed commit answers everyone with an error
+//! and writes nothing, so nothing is acknowledged that was not persisted.
+//!
+//! Applying an event: mark its id seen (a repeat is a no-op), then for each subscription of
+//! its connection merge the event's [`Snapshot`] into the stored conversation state,
+//! [`decide`] whether a Highlight is due, and append it to the outbox of each of the
+//! subscription's sinks.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use frontsync_sinks::{Change, Highlight};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::config::Subscription;
+use crate::normalize::{self, Snapshot};
+use crate::store::{Rejection, Store, StoreError, Txn};
+
+/// The most operations applied in one commit. Bounded so one commit stays short.
+pub const MAX_BATCH_OPS: usize = 512;
+
+/// Queue depth before callers wait for the writer (back-pressure, not loss).
+const QUEUE_DEPTH: usize = 4096;
+
+/// An event ready to be recorded: its connection, its id and what it says.
+#[derive(Debug, Clone)]
+pub struct IncomingEvent {
+    pub connection: String,
+    pub event_id: String,
+    pub snapshot: Snapshot,
+}
+
+/// A cursor to store in the same transaction as the events it covers.
+#[derive(Debug, Clone)]
+pub struct CursorUpdate {
+    pub kind: String,
+    pub name: String,
+    pub value: serde_json::Value,
+}
+
+/// What a batch of events did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestOutcome {
+    pub new_events: usize,
+    pub duplicates: usize,
+    pub highlights: usize,
+}
+
+/// Why a write was not done. Nothing of the failed operation was persisted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Store(String),
+    #[error("the state writer has stopped")]
+    Stopped,
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        IngestError::Store(e.to_string())
+    }
+}
+
+/// The per-conversation state kept for each subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationState {
+    /// Revision of the last Highlight emitted; 0 = never emitted.
+    pub revision: u64,
+    /// `Snapshot::content_hash` at the last emission.
+    pub content_hash: u64,
+    /// Everything known about the conversation, merged over all its events.
+    pub snapshot: Snapshot,
+}
+
+/// One subscription as the writer routes with it: its config and its inbox filter resolved
+/// to ids.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub subscription: Subscription,
+    pub inbox_ids: Vec<String>,
+}
+
+/// Subscriptions by connection. Swapped whole on reload.
+#[derive(Debug, Clone, Default)]
+pub struct Routing {
+    by_connection: HashMap<String, Vec<Route>>,
+}
+
+impl Routing {
+    /// Builds the routing table; `resolve_inbox` maps a configured inbox (id or name) to an id.
+    pub fn new(
+        subscriptions: &[Subscription],
+        resolve_inbox: impl Fn(&str) -> Option<String>,
+    ) -> Self {
+        let mut by_connection: HashMap<String, Vec<Route>> = HashMap::new();
+        for sub in subscriptions {
+            let inbox_ids = sub
+                .inboxes
+                .iter()
+                .filter_map(|i| resolve_inbox(i))
+                .collect();
+            by_connection
+                .entry(sub.front.clone())
+                .or_default()
+                .push(Route {
+                    subscription: sub.clone(),
+                    inbox_ids,
+                });
+        }
+        Routing { by_connection }
+    }
+
+    /// The subscriptions fed by a connection.
+    pub fn routes(&self, connection: &str) -> &[Route] {
+        self.by_connection
+            .get(connection)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// Wakes sink tasks when their outbox grew. Shared between the writer and the sinks.
+#[derive(Debug, Default)]
+pub struct SinkBell {
+    bells: RwLock<HashMap<String, Arc<Notify>>>,
+}
+
+impl SinkBell {
+    /// The bell of one sink, created on first use.
+    pub fn bell(&self, sink: &str) -> Arc<Notify> {
+        if let Ok(map) = self.bells.read()
+            && let Some(b) = map.get(sink)
+        {
+            return b.clone();
+        }
+        let mut map = match self.bells.write() {
+            Ok(m) => m,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        map.entry(sink.to_string()).or_default().clone()
+    }
+
+    fn ring(&self, sink: &str) {
+        self.bell(sink).notify_one();
+    }
+}
+
+/// An operation for the writer thread.
+enum WriteOp {
+    Ingest {
+        events: Vec<IncomingEvent>,
+        cursor: Option<CursorUpdate>,
+        reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
+    },
+    Ack {
+        sink: String,
+        seqs: Vec<u64>,
+        reply: oneshot::Sender<Result<(), IngestError>>,
+    },
+    DeadLetter {
+        sink: String,
+        seq: u64,
+        letter: Rejection,
+        reply: oneshot::Sender<Result<(), IngestError>>,
+    },
+}
+
+/// The handle callers use to reach the writer thread. Cheap to clone; the thread stops
+/// once every clone is dropped and the queue is drained.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<WriteOp>,
+}
+
+impl Writer {
+    /// Records events (and optionally a cursor) durably.
+    pub async fn ingest(
+        &self,
+        events: Vec<IncomingEvent>,
+        cursor: Option<CursorUpdate>,
+    ) -> Result<IngestOutcome, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::Ingest {
+                events,
+                cursor,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Removes delivered entries from a sink's outbox.
+    pub async fn ack(&self, sink: &str, seqs: Vec<u64>) -> Result<(), IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::Ack {
+                sink: sink.to_string(),
+                seqs,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Moves one outbox entry to the sink's dead letters.
+    pub async fn dead_letter(
+        &self,
+        sink: &str,
+        seq: u64,
+        letter: Rejection,
+    ) -> Result<(), IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::DeadLetter {
+                sink: sink.to_string(),
+                seq,
+                letter,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+}
+
+/// Shared, swappable routing table (replaced on reload).
+pub type SharedRouting = Arc<RwLock<Arc<Routing>>>;
+
+/// Starts the writer thread. Join the handle after dropping every [`Writer`] clone.
+pub fn spawn_writer(
+    store: Store,
+    routing: SharedRouting,
+    bell: Arc<SinkBell>,
+) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let handle = std::thread::Builder::new()
+        .name("frontsync-writer".into())
+        .spawn(move || writer_loop(store, routing, bell, rx))?;
+    Ok((Writer { tx }, handle))
+}
+
+fn writer_loop(
+    store: Store,
+    routing: SharedRouting,
+    bell: Arc<SinkBell>,
+    mut rx: mpsc::Receiver<WriteOp>,
+) {
+    let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH_OPS {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let routing = match routing.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        commit_batch(&store, &routing, &bell, &mut batch);
+    }
+    tracing::debug!("state writer stopped");
+}
+
+/// Applies and commits one batch, then answers every caller in it.
+fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut Vec<WriteOp>) {
+    let started = std::time::Instant::now();
+    let now = now_ms();
+    let mut touched = BTreeSet::new();
+    let result = store.write(|txn| {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for op in batch.iter() {
+            outcomes.push(match op {
+                WriteOp::Ingest { events, cursor, .. } => {
+                    let mut outcome = IngestOutcome::default();
+                    for ev in events {
+                        apply_event(txn, routing, ev, now, &mut outcome, &mut touched)?;
+                    }
+                    if let Some(c) = cursor {
+                        txn.set_cursor(&c.kind, &c.name, &c.value)?;
+                    }
+                    Some(outcome)
+                }
+                WriteOp::Ack { sink, seqs, .. } => {
+                    txn.ack(sink, seqs)?;
+                    None
+                }
+                WriteOp::DeadLetter {
+                    sink, seq, letter, ..
+                } => {
+                    txn.dead_letter(sink, *seq, letter, now)?;
+                    None
+                }
+            });
+        }
+        Ok(outcomes)
+    });
+    let ops = batch.len();
+    match result {
+        Ok(outcomes) => {
+            for sink in &touched {
+                bell.ring(sink);
+            }
+            for (op, outcome) in batch.drain(..).zip(outcomes) {
+                match op {
+                    WriteOp::Ingest { reply, .. } => {
+                        let _ = reply.send(Ok(outcome.unwrap_or_default()));
+                    }
+                    WriteOp::Ack { reply, .. } | WriteOp::DeadLetter { reply, .. } => {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+            }
+            tracing::debug!(
+                ops,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "committed"
+            );
+        }
+        Err(e) => {
+            tracing::error!(
+                ops,
+                error = %e,
+                "state commit failed; nothing in this batch was acknowledged (check the disk holding the state file)"
+            );
+            let err = IngestError::from(e);
+            for op in batch.drain(..) {
+                match op {
+                    WriteOp::Ingest { reply, .. } => {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    WriteOp::Ack { reply, .. } | WriteOp::DeadLetter { reply, .. } => {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn apply_event(
+    txn: &mut Txn<'_>,
+    routing: &Routing,
+    ev: &IncomingEvent,
+    now: u64,
+    outcome: &mut IngestOutcome,
+    touched: &mut BTreeSet<String>,
+) -> Result<(), StoreError> {
+    if !txn.mark_seen(&ev.connection, &ev.event_id, now)? {
+        outcome.duplicates += 1;
+        return Ok(());
+    }
+    outcome.new_events += 1;
+    let cnv = &ev.snapshot.conversation_id;
+    for route in routing.routes(&ev.connection) {
+        let sub = &route.subscription;
+        let prev: Option<ConversationState> = txn.conversation(&sub.name, cnv)?;
+        let (state, emitted) = decide(sub, &route.inbox_ids, prev, &ev.snapshot);
+        txn.put_conversation(&sub.name, cnv, &state)?;
+        if let Some(highlight) = emitted {
+            let json = serde_json::to_vec(&highlight).map_err(|e| StoreError::Db {
+                path: Default::default(),
+                message: format!("cannot serialize highlight: {e}"),
+            })?;
+            for sink in &sub.sinks {
+                txn.enqueue(sink, &json)?;
+                touched.insert(sink.clone());
+            }
+            outcome.highlights += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Merges an incoming snapshot into a conversation's state and decides whether a Highlight
+/// is due. Pure: the whole emission policy lives here.
+///
+/// - A conversation is emitted as `created` (revision 1) the first time it matches the
+///   subscription's filters.
+/// - After that, when `updated` is in `emit`, a change of status, tags, assignee or latest
+///   message (the content hash) emits `updated` with the next revision.
+/// - An event older than what is already known (polling catching up behind webhooks) only
+///   fills gaps; it never emits.
+pub fn decide(
+    sub: &Subscription,
+    inbox_filter: &[String],
+    prev: Option<ConversationState>,
+    incoming: &Snapshot,
+) -> (ConversationState, Option<Highlight>) {
+    let (merged, fresh, revision, emitted_hash) = match prev {
+        None => (incoming.clone(), true, 0, 0),
+        Some(prev) => {
+            let stale = matches!(
+                (incoming.event_at_ms, prev.snapshot.event_at_ms),
+                (Some(new), Some(old)) if new < old
+            );
+            if stale {
+                let mut merged = prev.snapshot;
+                merged.merge_older(incoming);
+                (merged, false, prev.revision, prev.content_hash)
+            } else {
+                let mut merged = incoming.clone();
+                merged.merge_older(&prev.snapshot);
+                (merged, true, prev.revision, prev.content_hash)
+            }
+        }
+    };
+    let hash = merged.content_hash();
+    let keep = |snapshot: Snapshot| ConversationState {
+        revision,
+        content_hash: emitted_hash,
+        snapshot,
+    };
+    if !normalize::matches(sub, inbox_filter, &merged) {
+        return (keep(merged), None);
+    }
+    if revision == 0 {
+        let highlight = sub
+            .emit_created
+            .then(|| normalize::highlight(sub, &merged, 1, Change::Created));
+        let state = ConversationState {
+            revision: 1,
+            content_hash: hash,
+            snapshot: merged,
+        };
+        return (state, highlight);
+    }
+    if !fresh || hash == emitted_hash {
+        return (keep(merged), None);
+    }
+    let next = revision + 1;
+    if sub.emit_updated {
+        let highlight = normalize::highlight(sub, &merged, next, Change::Updated);
+        let state = ConversationState {
+            revision: next,
+            content_hash: hash,
+            snapshot: merged,
+        };
+        (state, Some(highlight))
+    } else {
+        // Not re-emitting: remember the content so a later `updated` opt-in starts from here.
+        let state = ConversationState {
+            revision,
+            content_hash: hash,
+            snapshot: merged,
+        };
+        (state, None)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,238 @@
+//! The webhook listener: `POST /webhooks/front/{connection}` receives Front's rule and
+//! application webhooks, verifies them, and answers `200` only once the event is durably
+//! committed by the writer.
+//!
+//! Status codes (the contract): `200` committed (or a duplicate, or a challenge answered),
+//! `400` malformed JSON or not a Front event, `401` bad or missing signature or stale
+//! timestamp, `404` unknown connection or path, `405` wrong method, `408` body too slow,
+//! `413` body over `max_body_bytes`, `503` shutting down or state not writable. A rejected
+//! request changes no state.
+
+pub mod verify;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_LENGTH, HeaderValue, RETRY_AFTER};
+use hyper::{Method, Request, StatusCode};
+use tokio_util::sync::CancellationToken;
+
+use crate::front::model::{WebhookBody, parse_webhook_body};
+use crate::http::{Resp, error, json};
+use crate::ingest::{IncomingEvent, Writer};
+use crate::normalize::snapshot_from_event;
+use crate::secret::SecretValue;
+
+/// Path prefix of the webhook route.
+pub const PATH_PREFIX: &str = "/webhooks/front/";
+
+/// How long a client may take to send the body once the head arrived.
+const BODY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The verification secrets of one Front connection.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSecrets {
+    /// Rule webhooks: HMAC-SHA1 key.
+    pub rule: Option<SecretValue>,
+    /// Application webhooks: HMAC-SHA256 key.
+    pub app: Option<SecretValue>,
+}
+
+/// Shared state of the listener. `connections` is swapped on reload.
+pub struct WebhookState {
+    pub connections: RwLock<Arc<HashMap<String, ConnectionSecrets>>>,
+    pub writer: Writer,
+    pub max_body_bytes: usize,
+    /// Cancelled at shutdown: new requests get 503.
+    pub draining: CancellationToken,
+    /// Requests by (connection, outcome), for metrics.
+    pub outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+}
+
+impl WebhookState {
+    fn count(&self, connection: &str, outcome: &'static str) {
+        if let Ok(mut m) = self.outcomes.lock() {
+            *m.entry((connection.to_string(), outcome)).or_default() += 1;
+        }
+    }
+}
+
+/// Handles one request.
+pub async fn handle(state: Arc<WebhookState>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    let Some(connection) = req
+        .uri()
+        .path()
+        .strip_prefix(PATH_PREFIX)
+        .map(str::to_string)
+    else {
+        return error(StatusCode::NOT_FOUND, "not found");
+    };
+    let resp = handle_connection(&state, req, &connection).await;
+    let outcome = outcome_name(resp.status());
+    state.count(&connection, outcome);
+    if resp.status() != StatusCode::OK {
+        tracing::info!(connection = %connection, %peer, status = resp.status().as_u16(), "webhook refused");
+    }
+    resp
+}
+
+fn outcome_name(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        200 => "accepted",
+        400 => "malformed",
+        401 => "unauthorized",
+        404 => "unknown_connection",
+        405 => "bad_method",
+        408 => "timeout",
+        413 => "too_large",
+        503 => "unavailable",
+        _ => "other",
+    }
+}
+
+async fn handle_connection(state: &WebhookState, req: Request<Incoming>, connection: &str) -> Resp {
+    if req.method() != Method::POST {
+        let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
+    let secrets = {
+        let map = match state.connections.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        match map.get(connection) {
+            Some(s) => s.clone(),
+            None => return error(StatusCode::NOT_FOUND, "unknown front connection"),
+        }
+    };
+    if state.draining.is_cancelled() {
+        return unavailable("shutting down");
+    }
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let signature = header("x-front-signature");
+    let timestamp = header("x-front-request-timestamp");
+    let challenge = header("x-front-challenge");
+
+    let body = match read_body(req.into_body(), state.max_body_bytes).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
+    };
+
+    let verified = match &timestamp {
+        Some(ts) => match &secrets.app {
+            Some(secret) => verify::verify_app(
+                secret.expose().as_bytes(),
+                &body,
+                ts,
+                signature.as_deref(),
+                crate::ingest::now_ms() as i64,
+            ),
+            None => Err(verify::SignatureError::NoSecret("app_webhook_secret")),
+        },
+        None => match &secrets.rule {
+            Some(secret) => {
+                verify::verify_rule(secret.expose().as_bytes(), &body, signature.as_deref())
+            }
+            None => Err(verify::SignatureError::NoSecret("rule_webhook_secret")),
+        },
+    };
+    if let Err(e) = verified {
+        tracing::warn!(connection, reason = %e, "webhook signature refused");
+        return error(StatusCode::UNAUTHORIZED, "invalid signature");
+    }
+
+    if let Some(challenge) = challenge {
+        if timestamp.is_none() {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a challenge must be an application webhook",
+            );
+        }
+        tracing::info!(connection, "answered front application webhook challenge");
+        return json(
+            StatusCode::OK,
+            &serde_json::json!({ "challenge": challenge }),
+        );
+    }
+
+    let event = match parse_webhook_body(&body) {
+        Ok(WebhookBody::Rule(event)) => event,
+        Ok(WebhookBody::App {
+            event: Some(event), ..
+        }) => event,
+        Ok(WebhookBody::App {
+            event: None, type_, ..
+        }) => {
+            tracing::debug!(connection, kind = %type_, "application webhook without an event; nothing to do");
+            return json(StatusCode::OK, &serde_json::json!({ "status": "ignored" }));
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let snapshot = match snapshot_from_event(&event) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let incoming = IncomingEvent {
+        connection: connection.to_string(),
+        event_id: event.id.clone(),
+        snapshot,
+    };
+    match state.writer.ingest(vec![incoming], None).await {
+        Ok(outcome) => {
+            tracing::debug!(connection, event = %event.id, highlights = outcome.highlights, duplicate = outcome.duplicates > 0, "webhook committed");
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "status": if outcome.duplicates > 0 { "duplicate" } else { "accepted" },
+                    "highlights": outcome.highlights,
+                }),
+            )
+        }
+        Err(e) => {
+            tracing::error!(connection, error = %e, "webhook not acknowledged: state not writable");
+            unavailable("state not writable; retry later")
+        }
+    }
+}
+
+async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
+    let collected = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, max).collect()).await;
+    match collected {
+        Err(_) => Err(error(
+            StatusCode::REQUEST_TIMEOUT,
+            "body not received in time",
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))
+        }
+        Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "could not read body")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+fn unavailable(message: &str) -> Resp {
+    let mut r = error(StatusCode::SERVICE_UNAVAILABLE, message);
+    r.headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}

@@ -1,0 +1,7 @@
+//! Integration tests: the real `frontsync` binary against in-process fakes on loopback.
+//! One test binary (faster to link); modules group the scenarios.
+
+mod harness;
+
+mod cli;
+mod webhook;
