@@ -155,6 +155,14 @@ pub struct NextSinkConfig {
     pub endpoint: String,
     pub teamspace: String,
     pub token: Secret,
+    /// Path template appended to `endpoint`; `{teamspace}` is replaced.
+    /// Default: `/teamspaces/{teamspace}/highlights`.
+    pub path: Option<String>,
+    /// Highlights per request; above 1 they go as `{"highlights":[...]}` to `{path}:batch`.
+    /// Default: 1.
+    pub batch_size: usize,
+    /// Whole-request timeout. Default: 10s.
+    pub timeout: Duration,
 }
 
 /// `[[subscription]]`: which conversations of one connection go to which sinks.
@@ -498,6 +506,9 @@ struct RawNextSink {
     endpoint: Spanned<String>,
     teamspace: Spanned<String>,
     token: RawSecret,
+    path: Option<Spanned<String>>,
+    batch_size: Option<Spanned<i64>>,
+    timeout: Option<Spanned<String>>,
 }
 
 /// `[[subscription]]` without its `label` array, which is split off and read entry by entry.
@@ -1106,6 +1117,38 @@ impl<'a> Cx<'a> {
             );
         }
         let token = self.secret(raw.token, "token", table);
+        let batch_size = match raw.batch_size {
+            None => 1,
+            Some(b) if (1..=512).contains(b.get_ref()) => *b.get_ref() as usize,
+            Some(b) => {
+                self.error(b.span(), format!("batch_size in {table} must be 1 to 512"));
+                return None;
+            }
+        };
+        let timeout = match raw.timeout {
+            None => Duration::from_secs(10),
+            Some(t) => {
+                let d = self.duration(&t, "timeout")?;
+                if d.is_zero() {
+                    self.error(
+                        t.span(),
+                        format!("timeout in {table} must be more than zero"),
+                    );
+                    return None;
+                }
+                d
+            }
+        };
+        let path = raw.path.map(|p| {
+            let probe = frontsync_sinks::next::NextSinkConfig {
+                path: Some(p.get_ref().clone()),
+                ..frontsync_sinks::next::NextSinkConfig::new("https://x.invalid", "ts", "t")
+            };
+            if let Err(e) = probe.validate() {
+                self.error(p.span(), e);
+            }
+            p.into_inner()
+        });
         if teamspace.is_empty() {
             return None;
         }
@@ -1113,6 +1156,9 @@ impl<'a> Cx<'a> {
             endpoint: endpoint?,
             teamspace,
             token: token?,
+            path,
+            batch_size,
+            timeout,
         }))
     }
 

@@ -292,6 +292,7 @@ fn connection_secrets(config: &Config) -> Result<HashMap<String, ConnectionSecre
 /// Opens one sink from its configuration.
 pub fn build_sink(name: &str, config: &SinkConfig) -> anyhow::Result<Box<dyn Sink>> {
     use frontsync_sinks::jsonl::{JsonlSink, JsonlSinkConfig};
+    use frontsync_sinks::next::NextSink;
     use frontsync_sinks::stdout::StdoutSink;
     Ok(match config {
         SinkConfig::Jsonl(c) => Box::new(
@@ -301,8 +302,30 @@ pub fn build_sink(name: &str, config: &SinkConfig) -> anyhow::Result<Box<dyn Sin
             .with_context(|| format!("sink {name}"))?,
         ),
         SinkConfig::Stdout => Box::new(StdoutSink::new()),
-        SinkConfig::Next(_) => anyhow::bail!(
-            "sink {name}: the next sink is not available in this build yet; remove it from the config or use jsonl/stdout"
-        ),
+        SinkConfig::Next(c) => {
+            let token = c
+                .token
+                .resolve()
+                .with_context(|| format!("sink {name}: token"))?;
+            let next = next_config(c, token.expose());
+            Box::new(NextSink::new(next).map_err(|e| anyhow::anyhow!("sink {name}: {e}"))?)
+        }
     })
+}
+
+/// The sinks crate's settings for a `next` sink, with its token resolved.
+pub fn next_config(
+    c: &crate::config::NextSinkConfig,
+    token: &str,
+) -> frontsync_sinks::next::NextSinkConfig {
+    frontsync_sinks::next::NextSinkConfig {
+        path: c.path.clone(),
+        batch_size: c.batch_size,
+        timeout: c.timeout,
+        ..frontsync_sinks::next::NextSinkConfig::new(
+            c.endpoint.clone(),
+            c.teamspace.clone(),
+            token.to_string(),
+        )
+    }
 }

@@ -526,6 +526,18 @@ impl HttpSink {
             drain(&mut response).await;
             return Outcome::Delivered;
         }
+        if matches!(status.as_u16(), 401 | 403) {
+            // Not the record's fault: a revoked or wrong token would otherwise dead-letter
+            // the whole outbox, one Highlight after another. Keep them and retry.
+            return Outcome::Retry {
+                message: format!(
+                    "{} answered {} for {what}: the token was rejected; fix the sink's token",
+                    self.kind,
+                    status_text(status)
+                ),
+                retry_after: None,
+            };
+        }
         if status.is_client_error()
             && status != StatusCode::REQUEST_TIMEOUT
             && status != StatusCode::TOO_MANY_REQUESTS

@@ -387,6 +387,7 @@ async fn client_error_is_rejected_with_a_bounded_excerpt() {
     let server = FakeNext::start(vec![
         answer(400, Vec::new(), r#"{"error":"title is required"}"#),
         answer(422, Vec::new(), &long),
+        answer(404, Vec::new(), &echo),
         answer(401, Vec::new(), &echo),
     ])
     .await;
@@ -409,13 +410,18 @@ async fn client_error_is_rejected_with_a_bounded_excerpt() {
     assert!(excerpt.len() >= 1022, "{}", excerpt.len());
     assert!(long.starts_with(&excerpt), "a prefix, no character cut");
 
-    // The contract sends any other 4xx to dead letters, 401 included; a receiver echoing
-    // the token back does not get it into the dead letters.
-    let err = sink.deliver(&batch).await.expect_err("401");
+    // A receiver echoing the token back does not get it into the dead letters.
+    let err = sink.deliver(&batch).await.expect_err("404");
     let (status, excerpt) = assert_rejected(&err, 0);
-    assert_eq!(status, Some(401));
+    assert_eq!(status, Some(404));
     assert!(!excerpt.contains(TOKEN), "{excerpt}");
     assert!(excerpt.contains("***"), "{excerpt}");
+
+    // 401/403 are the token's fault, not the record's: retried, never dead-lettered, so a
+    // revoked token cannot empty the outbox into dead letters.
+    let err = sink.deliver(&batch).await.expect_err("401");
+    assert_eq!(assert_retryable(&err, 0), None);
+    assert!(err.to_string().contains("token was rejected"), "{err}");
 }
 
 #[tokio::test]
