@@ -23,6 +23,7 @@ pub struct AdminState {
     pub sinks: RwLock<BTreeMap<String, Arc<SinkStats>>>,
     pub subscriptions: RwLock<Vec<String>>,
     pub webhook: Option<Arc<WebhookState>>,
+    pub polls: Arc<crate::front::poller::PollStatus>,
     pub started: std::time::Instant,
 }
 
@@ -95,10 +96,16 @@ pub fn status_json(state: &AdminState) -> Result<serde_json::Value, String> {
     };
     let mut subscriptions = serde_json::Map::new();
     for name in names {
-        // Polling state arrives with the poller; webhook-only subscriptions have none.
+        // Webhook-only subscriptions have no polling state: all null.
+        let s = state.polls.get(&name).unwrap_or_default();
         subscriptions.insert(
             name,
-            json!({ "cursor": null, "lag_seconds": null, "last_poll_at": null, "last_error": null }),
+            json!({
+                "cursor": s.cursor,
+                "lag_seconds": s.lag_seconds,
+                "last_poll_at": s.last_poll_at,
+                "last_error": s.last_error,
+            }),
         );
     }
     Ok(json!({

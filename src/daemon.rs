@@ -21,8 +21,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
 use crate::config::{Config, SinkConfig};
+use crate::front::client::FrontClient;
+use crate::front::poller::{Connection, PollStatus, run_enricher};
+use crate::front::ratelimit::RateLimiter;
 use crate::http::ServeOptions;
-use crate::ingest::{Routing, SinkBell, spawn_writer};
+use crate::ingest::{InboxNames, SinkBell, spawn_writer};
 use crate::outbox::{SinkCtx, SinkStats, SinkTask};
 use crate::store::Store;
 use crate::webhook::{ConnectionSecrets, WebhookState};
@@ -78,7 +81,8 @@ pub async fn run(
     };
     tracing::info!(path = %store.path().display(), "state database open");
 
-    let routing = Arc::new(RwLock::new(Arc::new(build_routing(&config))));
+    let names = Arc::new(InboxNames::default());
+    let routing = Arc::new(RwLock::new(Arc::new(names.routing(&config.subscriptions))));
     let bell = Arc::new(SinkBell::default());
     let (writer, writer_thread) = spawn_writer(store.clone(), routing.clone(), bell.clone())
         .context("cannot start the state writer")?;
@@ -109,8 +113,53 @@ pub async fn run(
     }
     sink_tracker.close();
 
-    // Listeners.
+    // Front connections with a token: pollers and preview enrichers.
     let intake_stop = CancellationToken::new();
+    let poll_status = Arc::new(PollStatus::default());
+    let front_tracker = TaskTracker::new();
+    let all_subscriptions = Arc::new(config.subscriptions.clone());
+    for (name, front) in &config.front {
+        let Some(token) = &front.token else { continue };
+        let token = token
+            .resolve()
+            .map_err(|e| RunError::Config(format!("[front.{name}] token: {e}")))?;
+        let limiter = RateLimiter::new(front.rate_limit_rpm);
+        let client = FrontClient::new(name, &front.api_base, token, limiter)
+            .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?;
+        let subscriptions: Vec<_> = config
+            .subscriptions
+            .iter()
+            .filter(|s| &s.front == name)
+            .cloned()
+            .collect();
+        front_tracker.spawn(run_enricher(
+            name.clone(),
+            client.clone(),
+            store.clone(),
+            writer.clone(),
+            bell.clone(),
+            intake_stop.clone(),
+        ));
+        if subscriptions.is_empty() {
+            continue;
+        }
+        let connection = Connection {
+            name: name.clone(),
+            client,
+            subscriptions,
+            all_subscriptions: all_subscriptions.clone(),
+            names: names.clone(),
+            routing: routing.clone(),
+            store: store.clone(),
+            writer: writer.clone(),
+            status: poll_status.clone(),
+            stop: intake_stop.clone(),
+        };
+        front_tracker.spawn(connection.run());
+    }
+    front_tracker.close();
+
+    // Listeners.
     let conn_tracker = TaskTracker::new();
     let mut bound_webhook = None;
     let mut webhook_state = None;
@@ -127,6 +176,7 @@ pub async fn run(
             max_body_bytes: wh.max_body_bytes,
             draining: intake_stop.clone(),
             outcomes: Mutex::new(BTreeMap::new()),
+            preview_warned: Mutex::new(Default::default()),
         });
         webhook_state = Some(state.clone());
         let opts = ServeOptions {
@@ -167,6 +217,7 @@ pub async fn run(
                 .collect(),
         ),
         webhook: webhook_state,
+        polls: poll_status.clone(),
         started: std::time::Instant::now(),
     });
     let admin_stop = CancellationToken::new();
@@ -257,16 +308,19 @@ pub async fn run(
     drop(admin);
     admin_stop.cancel();
     admin_tracker.close();
-    let _ = tokio::task::spawn_blocking(move || writer_thread.join()).await;
+    // Bounded: a task stuck past the grace period may still hold a writer handle.
+    let joined = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::task::spawn_blocking(move || writer_thread.join()),
+    )
+    .await;
+    if joined.is_err() {
+        tracing::warn!(
+            "the state writer did not stop in time; exiting anyway (nothing acknowledged is lost)"
+        );
+    }
     tracing::info!("stopped cleanly");
     Ok(())
-}
-
-fn build_routing(config: &Config) -> Routing {
-    // Inbox names need the Front API (see the poller); ids route as they are.
-    Routing::new(&config.subscriptions, |inbox| {
-        inbox.starts_with("inb_").then(|| inbox.to_string())
-    })
 }
 
 fn connection_secrets(config: &Config) -> Result<HashMap<String, ConnectionSecrets>, RunError> {
@@ -283,6 +337,7 @@ fn connection_secrets(config: &Config) -> Result<HashMap<String, ConnectionSecre
             ConnectionSecrets {
                 rule: resolve(&front.rule_webhook_secret, "rule_webhook_secret")?,
                 app: resolve(&front.app_webhook_secret, "app_webhook_secret")?,
+                can_enrich: front.token.is_some(),
             },
         );
     }

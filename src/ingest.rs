@@ -35,6 +35,25 @@ pub struct IncomingEvent {
     pub connection: String,
     pub event_id: String,
     pub snapshot: Snapshot,
+    /// Route only to this subscription (the backfill of a subscription added later). Its
+    /// seen-mark is kept apart from the connection's, so events other subscriptions already
+    /// had still reach it; `decide` makes replays harmless.
+    pub only_subscription: Option<String>,
+    /// This completes a webhook preview kept in the pending table: remove it.
+    pub completes_preview: bool,
+}
+
+impl IncomingEvent {
+    /// An event for every matching subscription of its connection.
+    pub fn new(connection: &str, event_id: &str, snapshot: Snapshot) -> Self {
+        IncomingEvent {
+            connection: connection.to_string(),
+            event_id: event_id.to_string(),
+            snapshot,
+            only_subscription: None,
+            completes_preview: false,
+        }
+    }
 }
 
 /// A cursor to store in the same transaction as the events it covers.
@@ -97,14 +116,14 @@ impl Routing {
     /// Builds the routing table; `resolve_inbox` maps a configured inbox (id or name) to an id.
     pub fn new(
         subscriptions: &[Subscription],
-        resolve_inbox: impl Fn(&str) -> Option<String>,
+        resolve_inbox: impl Fn(&Subscription, &str) -> Option<String>,
     ) -> Self {
         let mut by_connection: HashMap<String, Vec<Route>> = HashMap::new();
         for sub in subscriptions {
             let inbox_ids = sub
                 .inboxes
                 .iter()
-                .filter_map(|i| resolve_inbox(i))
+                .filter_map(|i| resolve_inbox(sub, i))
                 .collect();
             by_connection
                 .entry(sub.front.clone())
@@ -123,6 +142,41 @@ impl Routing {
             .get(connection)
             .map(Vec::as_slice)
             .unwrap_or(&[])
+    }
+}
+
+/// Inbox names resolved through `GET /inboxes`, per connection (name -> id).
+#[derive(Debug, Default)]
+pub struct InboxNames {
+    by_connection: RwLock<HashMap<String, HashMap<String, String>>>,
+}
+
+impl InboxNames {
+    /// Replaces what is known of one connection's inboxes.
+    pub fn set(&self, connection: &str, names: HashMap<String, String>) {
+        let mut map = match self.by_connection.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.insert(connection.to_string(), names);
+    }
+
+    /// The id of a configured inbox: an `inb_` id as is, a name when resolved.
+    pub fn resolve(&self, connection: &str, inbox: &str) -> Option<String> {
+        if inbox.starts_with("inb_") {
+            return Some(inbox.to_string());
+        }
+        let map = match self.by_connection.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        map.get(connection)?.get(inbox).cloned()
+    }
+
+    /// Builds the routing table with what is resolved so far. An unresolved name matches
+    /// nothing (a subscription scoped only to unresolved names receives nothing yet).
+    pub fn routing(&self, subscriptions: &[Subscription]) -> Routing {
+        Routing::new(subscriptions, |sub, inbox| self.resolve(&sub.front, inbox))
     }
 }
 
@@ -147,7 +201,8 @@ impl SinkBell {
         map.entry(sink.to_string()).or_default().clone()
     }
 
-    fn ring(&self, sink: &str) {
+    /// Wakes whoever waits on this bell.
+    pub fn ring(&self, sink: &str) {
         self.bell(sink).notify_one();
     }
 }
@@ -156,13 +211,24 @@ impl SinkBell {
 enum WriteOp {
     Ingest {
         events: Vec<IncomingEvent>,
-        cursor: Option<CursorUpdate>,
+        cursors: Vec<CursorUpdate>,
         reply: oneshot::Sender<Result<IngestOutcome, IngestError>>,
     },
     Ack {
         sink: String,
         seqs: Vec<u64>,
         reply: oneshot::Sender<Result<(), IngestError>>,
+    },
+    DropPreview {
+        connection: String,
+        event_id: String,
+        reply: oneshot::Sender<Result<(), IngestError>>,
+    },
+    Defer {
+        connection: String,
+        event_id: String,
+        event_json: Vec<u8>,
+        reply: oneshot::Sender<Result<bool, IngestError>>,
     },
     DeadLetter {
         sink: String,
@@ -184,13 +250,48 @@ impl Writer {
     pub async fn ingest(
         &self,
         events: Vec<IncomingEvent>,
-        cursor: Option<CursorUpdate>,
+        cursors: Vec<CursorUpdate>,
     ) -> Result<IngestOutcome, IngestError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(WriteOp::Ingest {
                 events,
-                cursor,
+                cursors,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Forgets a pending webhook preview that cannot be completed.
+    pub async fn drop_preview(&self, connection: &str, event_id: &str) -> Result<(), IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::DropPreview {
+                connection: connection.to_string(),
+                event_id: event_id.to_string(),
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Keeps a webhook preview durably until it is completed through the API. Returns false
+    /// when the event was already seen.
+    pub async fn defer_preview(
+        &self,
+        connection: &str,
+        event_id: &str,
+        event_json: Vec<u8>,
+    ) -> Result<bool, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::Defer {
+                connection: connection.to_string(),
+                event_id: event_id.to_string(),
+                event_json,
                 reply,
             })
             .await
@@ -278,16 +379,19 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
     let started = std::time::Instant::now();
     let now = now_ms();
     let mut touched = BTreeSet::new();
+    let mut deferred = BTreeSet::new();
     let result = store.write(|txn| {
         let mut outcomes = Vec::with_capacity(batch.len());
         for op in batch.iter() {
             outcomes.push(match op {
-                WriteOp::Ingest { events, cursor, .. } => {
+                WriteOp::Ingest {
+                    events, cursors, ..
+                } => {
                     let mut outcome = IngestOutcome::default();
                     for ev in events {
                         apply_event(txn, routing, ev, now, &mut outcome, &mut touched)?;
                     }
-                    if let Some(c) = cursor {
+                    for c in cursors {
                         txn.set_cursor(&c.kind, &c.name, &c.value)?;
                     }
                     Some(outcome)
@@ -295,6 +399,30 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
                 WriteOp::Ack { sink, seqs, .. } => {
                     txn.ack(sink, seqs)?;
                     None
+                }
+                WriteOp::DropPreview {
+                    connection,
+                    event_id,
+                    ..
+                } => {
+                    txn.remove_pending_preview(connection, event_id)?;
+                    None
+                }
+                WriteOp::Defer {
+                    connection,
+                    event_id,
+                    event_json,
+                    ..
+                } => {
+                    let added = txn.add_pending_preview(connection, event_id, event_json)?;
+                    if added {
+                        deferred.insert(connection.clone());
+                    }
+                    Some(IngestOutcome {
+                        new_events: usize::from(added),
+                        duplicates: usize::from(!added),
+                        highlights: 0,
+                    })
                 }
                 WriteOp::DeadLetter {
                     sink, seq, letter, ..
@@ -312,13 +440,21 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
             for sink in &touched {
                 bell.ring(sink);
             }
+            for connection in &deferred {
+                bell.ring(&preview_bell(connection));
+            }
             for (op, outcome) in batch.drain(..).zip(outcomes) {
                 match op {
                     WriteOp::Ingest { reply, .. } => {
                         let _ = reply.send(Ok(outcome.unwrap_or_default()));
                     }
-                    WriteOp::Ack { reply, .. } | WriteOp::DeadLetter { reply, .. } => {
+                    WriteOp::Ack { reply, .. }
+                    | WriteOp::DeadLetter { reply, .. }
+                    | WriteOp::DropPreview { reply, .. } => {
                         let _ = reply.send(Ok(()));
+                    }
+                    WriteOp::Defer { reply, .. } => {
+                        let _ = reply.send(Ok(outcome.is_some_and(|o| o.new_events > 0)));
                     }
                 }
             }
@@ -340,7 +476,12 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
                     WriteOp::Ingest { reply, .. } => {
                         let _ = reply.send(Err(err.clone()));
                     }
-                    WriteOp::Ack { reply, .. } | WriteOp::DeadLetter { reply, .. } => {
+                    WriteOp::Ack { reply, .. }
+                    | WriteOp::DeadLetter { reply, .. }
+                    | WriteOp::DropPreview { reply, .. } => {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    WriteOp::Defer { reply, .. } => {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }
@@ -357,7 +498,14 @@ fn apply_event(
     outcome: &mut IngestOutcome,
     touched: &mut BTreeSet<String>,
 ) -> Result<(), StoreError> {
-    if !txn.mark_seen(&ev.connection, &ev.event_id, now)? {
+    if ev.completes_preview {
+        txn.remove_pending_preview(&ev.connection, &ev.event_id)?;
+    }
+    let seen_scope = match &ev.only_subscription {
+        Some(sub) => format!("{}/{sub}", ev.connection),
+        None => ev.connection.clone(),
+    };
+    if !txn.mark_seen(&seen_scope, &ev.event_id, now)? {
         outcome.duplicates += 1;
         return Ok(());
     }
@@ -365,6 +513,13 @@ fn apply_event(
     let cnv = &ev.snapshot.conversation_id;
     for route in routing.routes(&ev.connection) {
         let sub = &route.subscription;
+        if ev
+            .only_subscription
+            .as_ref()
+            .is_some_and(|only| *only != sub.name)
+        {
+            continue;
+        }
         let prev: Option<ConversationState> = txn.conversation(&sub.name, cnv)?;
         let (state, emitted) = decide(sub, &route.inbox_ids, prev, &ev.snapshot);
         txn.put_conversation(&sub.name, cnv, &state)?;
@@ -457,6 +612,11 @@ pub fn decide(
         };
         (state, None)
     }
+}
+
+/// The bell name that wakes a connection's preview enricher.
+pub fn preview_bell(connection: &str) -> String {
+    format!("preview-enricher\0{connection}")
 }
 
 /// Milliseconds since the Unix epoch.

@@ -2,4 +2,5 @@
 
 pub mod client;
 pub mod model;
+pub mod poller;
 pub mod ratelimit;

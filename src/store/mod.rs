@@ -173,6 +173,9 @@ impl Store {
             txn.txn.open_table(DEAD_LETTERS).map_err(|e| txn.err(e))?;
             txn.txn.open_table(COUNTERS).map_err(|e| txn.err(e))?;
             txn.txn.open_table(CURSORS).map_err(|e| txn.err(e))?;
+            txn.txn
+                .open_table(PENDING_PREVIEWS)
+                .map_err(|e| txn.err(e))?;
             Ok(())
         })
     }
@@ -293,6 +296,31 @@ impl Store {
             &self.path,
             "conversations_v1",
         )
+    }
+
+    /// Up to `limit` webhook previews of `connection` waiting to be completed, oldest id first.
+    pub fn pending_previews(
+        &self,
+        connection: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn
+            .open_table(PENDING_PREVIEWS)
+            .map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((connection, "")..)
+            .map_err(|e| self.db_err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            let (conn, id) = k.value();
+            if conn != connection || out.len() >= limit {
+                break;
+            }
+            out.push((id.to_string(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// How many event ids are remembered as seen.
@@ -517,6 +545,47 @@ impl Txn<'_> {
             .unwrap_or(0);
         t.insert(key.as_str(), v.saturating_sub(n))
             .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Keeps a webhook preview until it is completed. Returns false when the event was
+    /// already seen (nothing to complete).
+    pub fn add_pending_preview(
+        &mut self,
+        connection: &str,
+        event_id: &str,
+        event_json: &[u8],
+    ) -> Result<bool, StoreError> {
+        {
+            let seen = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
+            if seen
+                .get(compound(connection, event_id).as_str())
+                .map_err(|e| self.err(e))?
+                .is_some()
+            {
+                return Ok(false);
+            }
+        }
+        let mut t = self
+            .txn
+            .open_table(PENDING_PREVIEWS)
+            .map_err(|e| self.err(e))?;
+        t.insert((connection, event_id), event_json)
+            .map_err(|e| self.err(e))?;
+        Ok(true)
+    }
+
+    /// Forgets a pending preview (completed, or given up on).
+    pub fn remove_pending_preview(
+        &mut self,
+        connection: &str,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut t = self
+            .txn
+            .open_table(PENDING_PREVIEWS)
+            .map_err(|e| self.err(e))?;
+        t.remove((connection, event_id)).map_err(|e| self.err(e))?;
         Ok(())
     }
 

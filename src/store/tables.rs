@@ -27,3 +27,8 @@ pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters_
 
 /// `"{kind}\0{name}"` -> JSON cursor of a poller or backfill.
 pub const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors_v1");
+
+/// `(connection, evt_id)` -> a webhook event preview committed before it could be completed
+/// with `GET /events/{id}`; removed in the transaction that ingests the full event.
+pub const PENDING_PREVIEWS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("pending_previews_v1");

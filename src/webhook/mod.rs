@@ -41,6 +41,8 @@ pub struct ConnectionSecrets {
     pub rule: Option<SecretValue>,
     /// Application webhooks: HMAC-SHA256 key.
     pub app: Option<SecretValue>,
+    /// The connection has an API token: previews are completed with `GET /events/{id}`.
+    pub can_enrich: bool,
 }
 
 /// Shared state of the listener. `connections` is swapped on reload.
@@ -52,6 +54,8 @@ pub struct WebhookState {
     pub draining: CancellationToken,
     /// Requests by (connection, outcome), for metrics.
     pub outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Connections already warned about previews they cannot complete (no token).
+    pub preview_warned: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl WebhookState {
@@ -188,24 +192,50 @@ async fn handle_connection(state: &WebhookState, req: Request<Incoming>, connect
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
+    if event.is_preview() {
+        if secrets.can_enrich {
+            // Commit the preview now (Front gets its 200 at once); the enricher completes it
+            // with GET /events/{id} and only then is a Highlight made.
+            let json = serde_json::to_vec(&event).unwrap_or_default();
+            return match state
+                .writer
+                .defer_preview(connection, &event.id, json)
+                .await
+            {
+                Ok(added) => json_ok(if added { "accepted" } else { "duplicate" }, 0),
+                Err(e) => {
+                    tracing::error!(connection, error = %e, "webhook not acknowledged: state not writable");
+                    unavailable("state not writable; retry later")
+                }
+            };
+        }
+        let first = state
+            .preview_warned
+            .lock()
+            .map(|mut w| w.insert(connection.to_string()))
+            .unwrap_or(false);
+        if first {
+            tracing::warn!(
+                connection,
+                "webhook payloads are previews and this connection has no token: Highlights will carry ids only; set token in [front.{connection}] or turn on \"Send Full Event Data\" in the Front rule"
+            );
+        }
+    }
     let snapshot = match snapshot_from_event(&event) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
-    let incoming = IncomingEvent {
-        connection: connection.to_string(),
-        event_id: event.id.clone(),
-        snapshot,
-    };
-    match state.writer.ingest(vec![incoming], None).await {
+    let incoming = IncomingEvent::new(connection, &event.id, snapshot);
+    match state.writer.ingest(vec![incoming], Vec::new()).await {
         Ok(outcome) => {
             tracing::debug!(connection, event = %event.id, highlights = outcome.highlights, duplicate = outcome.duplicates > 0, "webhook committed");
-            json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "status": if outcome.duplicates > 0 { "duplicate" } else { "accepted" },
-                    "highlights": outcome.highlights,
-                }),
+            json_ok(
+                if outcome.duplicates > 0 {
+                    "duplicate"
+                } else {
+                    "accepted"
+                },
+                outcome.highlights,
             )
         }
         Err(e) => {
@@ -228,6 +258,13 @@ async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
         Ok(Err(_)) => Err(error(StatusCode::BAD_REQUEST, "could not read body")),
         Ok(Ok(c)) => Ok(c.to_bytes()),
     }
+}
+
+fn json_ok(status: &str, highlights: usize) -> Resp {
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "status": status, "highlights": highlights }),
+    )
 }
 
 fn unavailable(message: &str) -> Resp {

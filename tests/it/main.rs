@@ -4,4 +4,6 @@
 mod harness;
 
 mod cli;
+mod fake;
+mod fake_front_selftest;
 mod webhook;

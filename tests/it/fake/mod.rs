@@ -1,0 +1,13 @@
+//! In-process fakes of the services the daemon talks to, for scenario tests.
+//!
+//! - [`front`]: Front's Core API (`/me`, `/inboxes`, `/events`, conversations, messages),
+//!   with pagination, rate limiting, previews, merged conversations and injectable faults.
+//!
+//! A fake's API is used piecemeal by the scenario tests, so unused items are expected.
+#![allow(dead_code)]
+
+pub mod front;
+
+// Re-exported for scenario tests; not every one is used yet.
+#[allow(unused_imports)]
+pub use front::{FakeFront, Fault, Recorded};
