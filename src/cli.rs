@@ -56,4 +56,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the inboxes a connection's token can see (id, name, private?).
+    Inboxes {
+        /// The connection: the NAME of a [front.NAME] table.
+        #[arg(long, value_name = "NAME")]
+        front: String,
+    },
+    /// Print the Highlight the daemon would emit for a conversation; writes nothing.
+    Preview {
+        /// The subscription whose rules (labels, id prefix) apply.
+        #[arg(long, value_name = "NAME")]
+        subscription: String,
+        /// The conversation id (cnv_...).
+        #[arg(value_name = "CNV_ID")]
+        conversation: String,
+    },
 }

@@ -4,8 +4,14 @@ use std::path::Path;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, Config};
+use frontsync_sinks::Change;
+
+use crate::config::{self, Config, SinkConfig};
 use crate::daemon;
+use crate::front::client::FrontClient;
+use crate::front::model::{Event, Inbox, Me};
+use crate::front::ratelimit::RateLimiter;
+use crate::normalize::{highlight, snapshot_from_event};
 
 /// Prints an error chain as one lowercase line per cause.
 fn report(err: &anyhow::Error) {
@@ -81,10 +87,8 @@ pub fn check(path: &Path, online: bool) -> u8 {
         println!("{line}");
     }
     if online {
-        eprintln!(
-            "error: --online checks need the front api client, which this build does not include yet"
-        );
-        return 1;
+        let Some(runtime) = small_runtime() else { return 1 };
+        return if runtime.block_on(check_online(&config)) { 0 } else { 1 };
     }
     0
 }
@@ -180,4 +184,227 @@ pub fn render_status(doc: &serde_json::Value) -> String {
         }
     }
     out
+}
+
+fn small_runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => Some(r),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+/// A client for one connection, or a printed error.
+fn front_client(config: &Config, name: &str) -> Option<FrontClient> {
+    let Some(front) = config.front.get(name) else {
+        eprintln!("error: no [front.{name}] in {}", config.source_path.display());
+        return None;
+    };
+    let Some(token) = &front.token else {
+        eprintln!("error: [front.{name}] has no token; the api cannot be called without one");
+        return None;
+    };
+    let token = match token.resolve() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: [front.{name}] token: {e}");
+            return None;
+        }
+    };
+    let limiter = RateLimiter::new(front.rate_limit_rpm);
+    match FrontClient::new(name, &front.api_base, token, limiter) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
+/// `check --online`: Front's `/me` and `/inboxes` per connection with a token, then each
+/// sink's health check. Prints one line per check; true when all passed.
+async fn check_online(config: &Config) -> bool {
+    let mut ok = true;
+    for (name, front) in &config.front {
+        if front.token.is_none() {
+            println!("front {name}: webhook-only (no token), nothing to call");
+            continue;
+        }
+        let Some(client) = front_client(config, name) else {
+            ok = false;
+            continue;
+        };
+        let checked = async {
+            let me: Me = client.me().await?;
+            let inboxes: Vec<Inbox> = client.inboxes().await?;
+            Ok::<_, crate::front::client::FrontError>((me, inboxes))
+        }
+        .await;
+        match checked {
+            Ok((me, inboxes)) => {
+                let private = inboxes.iter().filter(|i| i.is_private == Some(true)).count();
+                println!(
+                    "front {name}: ok, company {} ({}), {} inboxes visible ({private} private)",
+                    me.name.as_deref().unwrap_or("?"),
+                    me.id,
+                    inboxes.len()
+                );
+                for sub in config.subscriptions.iter().filter(|s| &s.front == name) {
+                    for wanted in &sub.inboxes {
+                        if !inboxes.iter().any(|i| &i.id == wanted || &i.name == wanted) {
+                            println!(
+                                "front {name}: subscription {}: inbox {wanted:?} is not visible to the token",
+                                sub.name
+                            );
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                println!("front {name}: failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    for (name, sink) in &config.sinks {
+        let result = match sink {
+            SinkConfig::Stdout => Ok(()),
+            SinkConfig::Jsonl(j) => {
+                frontsync_sinks::jsonl::check_writable(&j.path).map_err(|e| e.to_string())
+            }
+            SinkConfig::Next(n) => match n.token.resolve() {
+                Err(e) => Err(format!("token: {e}")),
+                Ok(token) => {
+                    match frontsync_sinks::next::NextSink::new(daemon::next_config(n, token.expose())) {
+                        Err(e) => Err(e),
+                        Ok(sink) => sink.health_check().await.map_err(|e| e.to_string()),
+                    }
+                }
+            },
+        };
+        match result {
+            Ok(()) => println!("sink {name}: ok"),
+            Err(e) => {
+                println!("sink {name}: failed: {e}");
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// `frontsync inboxes --front NAME`.
+pub fn inboxes(path: &Path, front: &str) -> u8 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(client) = front_client(&config, front) else { return 1 };
+    let Some(runtime) = small_runtime() else { return 1 };
+    match runtime.block_on(client.inboxes::<Inbox>()) {
+        Ok(mut list) => {
+            list.sort_by(|a, b| a.name.cmp(&b.name));
+            println!("{:<20} {:<8} NAME", "ID", "PRIVATE");
+            for i in list {
+                let private = match i.is_private {
+                    Some(true) => "yes",
+                    Some(false) => "no",
+                    None => "?",
+                };
+                println!("{:<20} {:<8} {}", i.id, private, i.name);
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// `frontsync preview --subscription NAME cnv_ID`: fetches the conversation and its latest
+/// message and prints the Highlight as a first emission (revision 1). Writes nothing.
+pub fn preview(path: &Path, subscription: &str, conversation_id: &str) -> u8 {
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let Some(sub) = config.subscriptions.iter().find(|s| s.name == subscription) else {
+        eprintln!("error: no subscription named {subscription:?} in {}", path.display());
+        return 1;
+    };
+    let Some(client) = front_client(&config, &sub.front) else { return 1 };
+    let Some(runtime) = small_runtime() else { return 1 };
+    let fetched = runtime.block_on(async {
+        let conversation: serde_json::Value = client.conversation(conversation_id).await?;
+        let mut pager = client.conversation_messages::<serde_json::Value>(conversation_id, 1);
+        let latest = pager
+            .next_page()
+            .await?
+            .and_then(|(msgs, _)| msgs.into_iter().next());
+        Ok::<_, crate::front::client::FrontError>((conversation, latest))
+    });
+    let (conversation, latest) = match fetched {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let event: Event = match serde_json::from_value(synthetic_event(conversation, latest)) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: front answered something that is not a conversation: {e}");
+            return 1;
+        }
+    };
+    let snapshot = match snapshot_from_event(&event) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 1;
+        }
+    };
+    let mut h = highlight(sub, &snapshot, 1, Change::Created);
+    // No event caused this: it was fetched on request.
+    h.source.event_id = None;
+    match serde_json::to_string_pretty(&h) {
+        Ok(text) => {
+            println!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
+
+/// An event shaped like Front's, made of a conversation and its latest message, so that
+/// `preview` goes through exactly the normalization the daemon uses.
+fn synthetic_event(
+    conversation: serde_json::Value,
+    latest: Option<serde_json::Value>,
+) -> serde_json::Value {
+    let at = latest
+        .as_ref()
+        .and_then(|m| m["created_at"].as_f64())
+        .or_else(|| conversation["updated_at"].as_f64());
+    let inbound = latest
+        .as_ref()
+        .and_then(|m| m["is_inbound"].as_bool())
+        .unwrap_or(true);
+    let mut event = serde_json::json!({
+        "id": "preview",
+        "type": if inbound { "inbound" } else { "outbound" },
+        "emitted_at": at,
+        "conversation": conversation,
+    });
+    if let Some(m) = latest {
+        event["target"] = serde_json::json!({ "_meta": { "type": "message" }, "data": m });
+    }
+    event
 }

@@ -14,6 +14,11 @@ fn main() -> ExitCode {
         Command::Run => commands::run(&cli.config),
         Command::Check { online } => commands::check(&cli.config, online),
         Command::Status { json } => commands::status(&cli.config, json),
+        Command::Inboxes { front } => commands::inboxes(&cli.config, &front),
+        Command::Preview {
+            subscription,
+            conversation,
+        } => commands::preview(&cli.config, &subscription, &conversation),
     };
     ExitCode::from(code)
 }

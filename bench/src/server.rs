@@ -1,0 +1,315 @@
+//! Starting a server under test (the frontsync daemon, or this binary's own baseline
+//! server) as a child process, finding its address from its JSON log lines, sampling its
+//! memory and CPU from `/proc`, and stopping it with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// `/proc/PID/stat` times are in USER_HZ ticks, which Linux fixes at 100 for userspace on
+/// every architecture this runs on (x86_64, aarch64).
+pub const USER_HZ: f64 = 100.0;
+
+/// What the stderr reader saw.
+enum LogEvent {
+    Listening(SocketAddr),
+    Ready(Instant),
+}
+
+/// A running server process.
+pub struct Server {
+    child: Option<Child>,
+    pub pid: u32,
+    /// The webhook (or baseline) listener.
+    pub addr: SocketAddr,
+    /// Process start (just before `spawn`) to the `ready` log line being read.
+    pub ready_after: Duration,
+    stderr_tail: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Spawns `cmd` (stderr is taken over; stdout goes to /dev/null) and waits for the
+    /// `{"message":"listening","listener":"webhook",...}` and `{"message":"ready"}` lines.
+    pub fn spawn(mut cmd: Command, what: &str) -> anyhow::Result<Server> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .env_remove("FRONTSYNC_LOG")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET");
+        let started = Instant::now();
+        let mut child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+        let pid = child.id();
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let tail = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        {
+            let tail = tail.clone();
+            std::thread::Builder::new()
+                .name("server-stderr".into())
+                .spawn(move || read_log(stderr, tx, tail))?;
+        }
+        let deadline = started + Duration::from_secs(60);
+        let mut addr = None;
+        let ready_at = loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(LogEvent::Listening(a)) => addr = Some(a),
+                Ok(LogEvent::Ready(at)) => break at,
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    let status = child.wait().ok();
+                    bail!(
+                        "{what} exited before it was ready ({status:?}); stderr:\n{}",
+                        tail.lock().map(|t| t.join("\n")).unwrap_or_default()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("{what} was not ready within 60s");
+            }
+        };
+        let addr = addr.with_context(|| format!("{what} logged no webhook listening address"))?;
+        Ok(Server {
+            child: Some(child),
+            pid,
+            addr,
+            ready_after: ready_at.duration_since(started),
+            stderr_tail: tail,
+        })
+    }
+
+    /// SIGTERM, then waits (SIGKILL after 40 s).
+    pub fn stop(mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("already stopped")?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return Ok(child.wait()?);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The last lines the server wrote to stderr.
+    pub fn stderr_tail(&self) -> String {
+        self.stderr_tail
+            .lock()
+            .map(|t| t.join("\n"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn read_log(
+    stderr: impl std::io::Read,
+    tx: mpsc::Sender<LogEvent>,
+    tail: Arc<Mutex<Vec<String>>>,
+) {
+    let mut ready_sent = false;
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        let now = Instant::now();
+        if !ready_sent && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            match (v["message"].as_str(), v["listener"].as_str()) {
+                (Some("listening"), Some("webhook")) => {
+                    if let Some(a) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
+                        let _ = tx.send(LogEvent::Listening(a));
+                    }
+                }
+                (Some("ready"), _) => {
+                    let _ = tx.send(LogEvent::Ready(now));
+                    ready_sent = true;
+                }
+                _ => {}
+            }
+        }
+        if let Ok(mut t) = tail.lock() {
+            if t.len() >= 40 {
+                t.remove(0);
+            }
+            t.push(line);
+        }
+    }
+}
+
+/// `VmRSS` and `VmHWM` of a process, in KiB.
+pub fn memory_kib(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status(&text)
+}
+
+fn parse_status(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    Some((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+/// utime + stime of a process (all its threads), in seconds.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat_ticks(&text).map(|t| t as f64 / USER_HZ)
+}
+
+fn parse_stat_ticks(text: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: start after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // rest[0] is field 3 (state); utime and stime are fields 14 and 15.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Samples a process's RSS every 20 ms until stopped; reports the largest `VmRSS` seen.
+pub struct RssSampler {
+    stop: Arc<AtomicBool>,
+    max_kib: Arc<AtomicU64>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl RssSampler {
+    pub fn start(pid: u32) -> RssSampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let max_kib = Arc::new(AtomicU64::new(0));
+        let handle = {
+            let (stop, max_kib) = (stop.clone(), max_kib.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some((rss, _)) = memory_kib(pid) {
+                        max_kib.fetch_max(rss, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        };
+        RssSampler {
+            stop,
+            max_kib,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops sampling; the largest VmRSS seen, in KiB.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        self.max_kib.load(Ordering::Relaxed)
+    }
+}
+
+/// Writes a frontsync config for one `acme` connection (rule secret in a file), a jsonl
+/// sink (and optionally a stdout sink) and one subscription into `dir`; returns its path.
+pub fn write_frontsync_config(
+    dir: &Path,
+    rule_secret: &str,
+    state_path: &str,
+    stdout_sink: bool,
+) -> anyhow::Result<PathBuf> {
+    std::fs::write(dir.join("rule.secret"), rule_secret)?;
+    let (console, sinks) = if stdout_sink {
+        (
+            "\n[sinks.console]\ntype = \"stdout\"\n",
+            r#"["archive", "console"]"#,
+        )
+    } else {
+        ("", r#"["archive"]"#)
+    };
+    let text = format!(
+        r#"[state]
+path = "{state_path}"
+
+[webhook]
+listen = "127.0.0.1:0"
+max_body_bytes = 1048576
+max_connections = 1024
+
+[admin]
+listen = "127.0.0.1:0"
+
+[front.acme]
+rule_webhook_secret = {{ file = "rule.secret" }}
+
+[sinks.archive]
+type = "jsonl"
+path = "out/highlights.jsonl"
+{console}
+[[subscription]]
+name = "support"
+front = "acme"
+sinks = {sinks}
+emit = ["created"]
+"#
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text)?;
+    Ok(path)
+}
+
+/// The command that runs the daemon on `config`.
+pub fn frontsync_command(daemon: &Path, config: &Path) -> Command {
+    let mut cmd = Command::new(daemon);
+    cmd.args(["--log-format", "json", "--log-level", "info", "run", "--config"])
+        .arg(config);
+    cmd
+}
+
+/// The command that runs this binary's baseline server.
+pub fn baseline_command() -> anyhow::Result<Command> {
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["baseline-server", "--listen", "127.0.0.1:0"]);
+    Ok(cmd)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_status_and_stat() {
+        let status = "Name:\tx\nVmHWM:\t   12345 kB\nVmRSS:\t    2048 kB\n";
+        assert_eq!(parse_status(status), Some((2048, 12345)));
+        let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1";
+        assert_eq!(parse_stat_ticks(stat), Some(325));
+    }
+
+    #[test]
+    fn reads_own_process() {
+        let pid = std::process::id();
+        let (rss, hwm) = memory_kib(pid).unwrap();
+        assert!(rss > 0 && hwm >= rss);
+        assert!(cpu_seconds("self").is_some());
+    }
+}
