@@ -6,4 +6,5 @@ mod harness;
 mod cli;
 mod fake;
 mod fake_front_selftest;
+mod polling;
 mod webhook;
