@@ -87,8 +87,14 @@ pub fn check(path: &Path, online: bool) -> u8 {
         println!("{line}");
     }
     if online {
-        let Some(runtime) = small_runtime() else { return 1 };
-        return if runtime.block_on(check_online(&config)) { 0 } else { 1 };
+        let Some(runtime) = small_runtime() else {
+            return 1;
+        };
+        return if runtime.block_on(check_online(&config)) {
+            0
+        } else {
+            1
+        };
     }
     0
 }
@@ -187,7 +193,10 @@ pub fn render_status(doc: &serde_json::Value) -> String {
 }
 
 fn small_runtime() -> Option<tokio::runtime::Runtime> {
-    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => Some(r),
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -199,7 +208,10 @@ fn small_runtime() -> Option<tokio::runtime::Runtime> {
 /// A client for one connection, or a printed error.
 fn front_client(config: &Config, name: &str) -> Option<FrontClient> {
     let Some(front) = config.front.get(name) else {
-        eprintln!("error: no [front.{name}] in {}", config.source_path.display());
+        eprintln!(
+            "error: no [front.{name}] in {}",
+            config.source_path.display()
+        );
         return None;
     };
     let Some(token) = &front.token else {
@@ -244,7 +256,10 @@ async fn check_online(config: &Config) -> bool {
         .await;
         match checked {
             Ok((me, inboxes)) => {
-                let private = inboxes.iter().filter(|i| i.is_private == Some(true)).count();
+                let private = inboxes
+                    .iter()
+                    .filter(|i| i.is_private == Some(true))
+                    .count();
                 println!(
                     "front {name}: ok, company {} ({}), {} inboxes visible ({private} private)",
                     me.name.as_deref().unwrap_or("?"),
@@ -278,7 +293,10 @@ async fn check_online(config: &Config) -> bool {
             SinkConfig::Next(n) => match n.token.resolve() {
                 Err(e) => Err(format!("token: {e}")),
                 Ok(token) => {
-                    match frontsync_sinks::next::NextSink::new(daemon::next_config(n, token.expose())) {
+                    match frontsync_sinks::next::NextSink::new(daemon::next_config(
+                        n,
+                        token.expose(),
+                    )) {
                         Err(e) => Err(e),
                         Ok(sink) => sink.health_check().await.map_err(|e| e.to_string()),
                     }
@@ -302,8 +320,12 @@ pub fn inboxes(path: &Path, front: &str) -> u8 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let Some(client) = front_client(&config, front) else { return 1 };
-    let Some(runtime) = small_runtime() else { return 1 };
+    let Some(client) = front_client(&config, front) else {
+        return 1;
+    };
+    let Some(runtime) = small_runtime() else {
+        return 1;
+    };
     match runtime.block_on(client.inboxes::<Inbox>()) {
         Ok(mut list) => {
             list.sort_by(|a, b| a.name.cmp(&b.name));
@@ -333,11 +355,18 @@ pub fn preview(path: &Path, subscription: &str, conversation_id: &str) -> u8 {
         Err(code) => return code,
     };
     let Some(sub) = config.subscriptions.iter().find(|s| s.name == subscription) else {
-        eprintln!("error: no subscription named {subscription:?} in {}", path.display());
+        eprintln!(
+            "error: no subscription named {subscription:?} in {}",
+            path.display()
+        );
         return 1;
     };
-    let Some(client) = front_client(&config, &sub.front) else { return 1 };
-    let Some(runtime) = small_runtime() else { return 1 };
+    let Some(client) = front_client(&config, &sub.front) else {
+        return 1;
+    };
+    let Some(runtime) = small_runtime() else {
+        return 1;
+    };
     let fetched = runtime.block_on(async {
         let conversation: serde_json::Value = client.conversation(conversation_id).await?;
         let mut pager = client.conversation_messages::<serde_json::Value>(conversation_id, 1);
