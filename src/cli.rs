@@ -71,4 +71,22 @@ pub enum Command {
         #[arg(value_name = "CNV_ID")]
         conversation: String,
     },
+    /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
+    ///
+    /// bash: `frontsync completions bash > /etc/bash_completion.d/frontsync`;
+    /// zsh: `frontsync completions zsh > "${fpath[1]}/_frontsync"`;
+    /// fish: `frontsync completions fish > ~/.config/fish/completions/frontsync.fish`.
+    /// The Debian package installs all three.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum, value_name = "SHELL")]
+        shell: crate::completions::Shell,
+    },
+    /// Print the man page frontsync(1) on stdout, or write every page into a folder.
+    #[command(hide = true)]
+    Man {
+        /// Write frontsync.1 and one frontsync-COMMAND.1 per subcommand into this folder.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }

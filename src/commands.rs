@@ -47,11 +47,12 @@ pub fn run(path: &Path) -> u8 {
         }
     };
     let shutdown = CancellationToken::new();
-    if let Err(e) = crate::signals::install(shutdown.clone()) {
+    let (control_tx, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Err(e) = crate::signals::install(shutdown.clone(), control_tx) {
         eprintln!("error: cannot install signal handlers: {e}");
         return 1;
     }
-    let result = runtime.block_on(daemon::run(config, shutdown, |_| {}));
+    let result = runtime.block_on(daemon::run(config, shutdown, control_rx, |_| {}));
     match result {
         Ok(()) => 0,
         Err(daemon::RunError::Config(msg)) => {

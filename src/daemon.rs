@@ -1,11 +1,20 @@
-//! Wiring and lifecycle: open the state, start the writer and one task per sink, bind the
-//! listeners, report ready, and on shutdown stop in the order that loses nothing:
+//! Wiring and lifecycle: open the state, start the writer, one task per sink, the Front
+//! pollers, bind the listeners, report ready; reload on request; and on shutdown stop in
+//! the order that loses nothing:
 //!
-//! 1. stop intake: webhooks answer 503, listeners close once in-flight requests finish;
+//! 1. stop intake: webhooks answer 503, listeners close once in-flight requests finish,
+//!    pollers stop between pages (a page is committed with its cursor or not at all);
 //! 2. let each sink deliver what its outbox holds (bounded by [`GRACE_PERIOD`]);
 //! 3. drop the last writer handle so the writer commits what is queued, and join it.
 //!
 //! Anything not delivered by then stays in the outbox for the next start.
+//!
+//! **Reload** (SIGHUP) reads the config file again. An invalid one is refused, its errors
+//! logged, and the running config stays. A valid one is applied without dropping an event:
+//! secrets are re-read, routing is swapped between two commits, every sink task finishes its
+//! delivery in progress and is replaced (so JSONL files are reopened: logrotate works with a
+//! plain HUP), pollers stop between pages and restart (re-resolving inbox names), and a
+//! listener whose address changed is re-bound. The state path cannot change on reload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,6 +25,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use frontsync_sinks::Sink;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,7 +35,7 @@ use crate::front::client::FrontClient;
 use crate::front::poller::{Connection, PollStatus, run_enricher};
 use crate::front::ratelimit::RateLimiter;
 use crate::http::ServeOptions;
-use crate::ingest::{InboxNames, SinkBell, spawn_writer};
+use crate::ingest::{InboxNames, SharedRouting, SinkBell, Writer, spawn_writer};
 use crate::outbox::{SinkCtx, SinkStats, SinkTask};
 use crate::store::Store;
 use crate::webhook::{ConnectionSecrets, WebhookState};
@@ -61,11 +71,59 @@ pub struct Bound {
     pub admin: SocketAddr,
 }
 
-/// Runs the daemon until `shutdown` is cancelled. `on_ready` is called once listeners are
-/// bound and the state is open.
+/// What the daemon is asked to do besides running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Read the config file again and apply it.
+    Reload,
+}
+
+/// A bound listener and how to stop it.
+struct Listener {
+    addr: SocketAddr,
+    configured: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One running sink task.
+struct RunningSink {
+    retire: CancellationToken,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+/// The running daemon: everything a reload may replace.
+struct Daemon {
+    config: Config,
+    store: Store,
+    writer: Writer,
+    bell: Arc<SinkBell>,
+    names: Arc<InboxNames>,
+    routing: SharedRouting,
+    admin: Arc<AdminState>,
+    webhook_state: Arc<WebhookState>,
+    sinks: BTreeMap<String, RunningSink>,
+    sink_stats: BTreeMap<String, Arc<SinkStats>>,
+    /// Cancelled once intake stopped at shutdown: sinks deliver what is left, then end.
+    drain: CancellationToken,
+    /// Cancelled when the grace period ran out: sinks stop even mid-delivery.
+    stop_sinks: CancellationToken,
+    /// The current generation of pollers and enrichers.
+    fronts: (CancellationToken, TaskTracker),
+    webhook: Option<Listener>,
+    admin_listener: Listener,
+    /// Connections of every listener generation, so shutdown waits for all of them.
+    conns: TaskTracker,
+    /// Cancelled at shutdown: webhooks answer 503.
+    intake_stop: CancellationToken,
+}
+
+/// Runs the daemon until `shutdown` is cancelled, applying [`Control`] requests as they
+/// come. `on_ready` is called once listeners are bound and the state is open.
 pub async fn run(
     config: Config,
     shutdown: CancellationToken,
+    mut control: mpsc::UnboundedReceiver<Control>,
     on_ready: impl FnOnce(Bound),
 ) -> Result<(), RunError> {
     let secret_errors = config.check_secrets();
@@ -82,133 +140,30 @@ pub async fn run(
     tracing::info!(path = %store.path().display(), "state database open");
 
     let names = Arc::new(InboxNames::default());
-    let routing = Arc::new(RwLock::new(Arc::new(names.routing(&config.subscriptions))));
+    let routing: SharedRouting =
+        Arc::new(RwLock::new(Arc::new(names.routing(&config.subscriptions))));
     let bell = Arc::new(SinkBell::default());
     let (writer, writer_thread) = spawn_writer(store.clone(), routing.clone(), bell.clone())
         .context("cannot start the state writer")?;
 
-    // Sinks: one task each.
-    let drain = CancellationToken::new();
-    let stop_sinks = CancellationToken::new();
-    let sink_tracker = TaskTracker::new();
-    let mut stats = BTreeMap::new();
-    for (name, sink_config) in &config.sinks {
-        let sink =
-            build_sink(name, sink_config).with_context(|| format!("cannot start sink {name:?}"))?;
-        let s = Arc::new(SinkStats::default());
-        stats.insert(name.clone(), s.clone());
-        let task = SinkTask {
-            sink,
-            ctx: SinkCtx {
-                name: name.clone(),
-                store: store.clone(),
-                writer: writer.clone(),
-                bell: bell.clone(),
-                stats: s,
-                drain: drain.clone(),
-                stop: stop_sinks.clone(),
-            },
-        };
-        sink_tracker.spawn(task.run());
-    }
-    sink_tracker.close();
-
-    // Front connections with a token: pollers and preview enrichers.
     let intake_stop = CancellationToken::new();
-    let poll_status = Arc::new(PollStatus::default());
-    let front_tracker = TaskTracker::new();
-    let all_subscriptions = Arc::new(config.subscriptions.clone());
-    for (name, front) in &config.front {
-        let Some(token) = &front.token else { continue };
-        let token = token
-            .resolve()
-            .map_err(|e| RunError::Config(format!("[front.{name}] token: {e}")))?;
-        let limiter = RateLimiter::new(front.rate_limit_rpm);
-        let client = FrontClient::new(name, &front.api_base, token, limiter)
-            .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?;
-        let subscriptions: Vec<_> = config
-            .subscriptions
-            .iter()
-            .filter(|s| &s.front == name)
-            .cloned()
-            .collect();
-        front_tracker.spawn(run_enricher(
-            name.clone(),
-            client.clone(),
-            store.clone(),
-            writer.clone(),
-            bell.clone(),
-            intake_stop.clone(),
-        ));
-        if subscriptions.is_empty() {
-            continue;
-        }
-        let connection = Connection {
-            name: name.clone(),
-            client,
-            subscriptions,
-            all_subscriptions: all_subscriptions.clone(),
-            names: names.clone(),
-            routing: routing.clone(),
-            store: store.clone(),
-            writer: writer.clone(),
-            status: poll_status.clone(),
-            stop: intake_stop.clone(),
-        };
-        front_tracker.spawn(connection.run());
-    }
-    front_tracker.close();
-
-    // Listeners.
-    let conn_tracker = TaskTracker::new();
-    let mut bound_webhook = None;
-    let mut webhook_state = None;
-    let mut listener_tasks = Vec::new();
-    if let Some(wh) = &config.webhook {
-        let listener = TcpListener::bind(wh.listen)
-            .await
-            .with_context(|| format!("cannot listen for webhooks on {}", wh.listen))?;
-        let addr = listener.local_addr().context("webhook listener address")?;
-        bound_webhook = Some(addr);
-        let state = Arc::new(WebhookState {
-            connections: RwLock::new(Arc::new(connection_secrets(&config)?)),
-            writer: writer.clone(),
-            max_body_bytes: wh.max_body_bytes,
-            draining: intake_stop.clone(),
-            outcomes: Mutex::new(BTreeMap::new()),
-            preview_warned: Mutex::new(Default::default()),
-        });
-        webhook_state = Some(state.clone());
-        let opts = ServeOptions {
-            header_timeout: wh.header_timeout,
-            max_connections: wh.max_connections,
-        };
-        let handler = Arc::new(move |req, peer| crate::webhook::handle(state.clone(), req, peer));
-        listener_tasks.push(tokio::spawn(crate::http::serve(
-            listener,
-            "webhook",
-            opts,
-            handler,
-            intake_stop.clone(),
-            conn_tracker.clone(),
-        )));
-        tracing::info!(listener = "webhook", %addr, "listening");
-    }
-    let admin_listener = TcpListener::bind(config.admin.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for admin requests on {}",
-                config.admin.listen
-            )
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .context("admin listener address")?;
+    let webhook_state = Arc::new(WebhookState {
+        connections: RwLock::new(Arc::new(connection_secrets(&config)?)),
+        writer: writer.clone(),
+        max_body_bytes: config
+            .webhook
+            .as_ref()
+            .map(|w| w.max_body_bytes)
+            .unwrap_or(1 << 20)
+            .into(),
+        draining: intake_stop.clone(),
+        outcomes: Mutex::new(BTreeMap::new()),
+        preview_warned: Mutex::new(Default::default()),
+    });
     let admin = Arc::new(AdminState {
         store: store.clone(),
         ready: Default::default(),
-        sinks: RwLock::new(stats),
+        sinks: RwLock::new(BTreeMap::new()),
         subscriptions: RwLock::new(
             config
                 .subscriptions
@@ -216,48 +171,46 @@ pub async fn run(
                 .map(|s| s.name.clone())
                 .collect(),
         ),
-        webhook: webhook_state,
-        polls: poll_status.clone(),
+        webhook: config.webhook.as_ref().map(|_| webhook_state.clone()),
+        polls: Arc::new(PollStatus::default()),
         started: std::time::Instant::now(),
     });
-    let admin_stop = CancellationToken::new();
-    let admin_tracker = TaskTracker::new();
-    {
-        let admin = admin.clone();
-        let handler = Arc::new(move |req, peer| crate::admin::handle(admin.clone(), req, peer));
-        let opts = ServeOptions {
-            header_timeout: Duration::from_secs(10),
-            max_connections: 64,
-        };
-        tokio::spawn(crate::http::serve(
-            admin_listener,
-            "admin",
-            opts,
-            handler,
-            admin_stop.clone(),
-            admin_tracker.clone(),
-        ));
-    }
-    tracing::info!(listener = "admin", addr = %admin_addr, "listening");
+    let conns = TaskTracker::new();
+    let admin_listener = bind_admin(config.admin.listen, &admin, &conns).await?;
+    let mut daemon = Daemon {
+        store,
+        writer,
+        bell,
+        names,
+        routing,
+        admin,
+        webhook_state,
+        sinks: BTreeMap::new(),
+        sink_stats: BTreeMap::new(),
+        drain: CancellationToken::new(),
+        stop_sinks: CancellationToken::new(),
+        fronts: (CancellationToken::new(), TaskTracker::new()),
+        webhook: None,
+        admin_listener,
+        conns,
+        intake_stop,
+        config,
+    };
+    daemon.start_sinks()?;
+    daemon.start_fronts()?;
+    daemon.webhook = match &daemon.config.webhook {
+        Some(wh) => Some(daemon.bind_webhook(wh.listen, wh).await?),
+        None => None,
+    };
 
-    admin.ready.store(true, Ordering::Release);
+    daemon.admin.ready.store(true, Ordering::Release);
     tracing::info!(
-        subscriptions = config.subscriptions.len(),
-        sinks = config.sinks.len(),
+        subscriptions = daemon.config.subscriptions.len(),
+        sinks = daemon.config.sinks.len(),
         "ready"
     );
-    on_ready(Bound {
-        webhook: bound_webhook,
-        admin: admin_addr,
-    });
-    let summary = format!(
-        "serving {} subscriptions, {} sinks",
-        config.subscriptions.len(),
-        config.sinks.len()
-    );
-    if let Err(e) = crate::notify::ready(Some(&summary)) {
-        tracing::warn!(error = %e, "cannot notify systemd of readiness");
-    }
+    on_ready(daemon.bound());
+    notify_ready(&daemon.config, "serving");
     let watchdog = crate::notify::watchdog_interval().map(|every| {
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -271,56 +224,421 @@ pub async fn run(
         })
     });
 
-    shutdown.cancelled().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            Some(request) = control.recv() => match request {
+                Control::Reload => daemon.reload().await,
+            },
+        }
+    }
+
     if let Err(e) = crate::notify::stopping() {
         tracing::warn!(error = %e, "cannot notify systemd of stopping");
     }
     drop(watchdog);
-    tracing::info!("shutting down: intake stopped, delivering what is queued");
-    let deadline = tokio::time::Instant::now() + GRACE_PERIOD;
-
-    // 1. Intake.
-    intake_stop.cancel();
-    for t in listener_tasks {
-        let _ = t.await;
-    }
-    conn_tracker.close();
-    if tokio::time::timeout_at(deadline, conn_tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("webhook requests still open at the end of the grace period");
-    }
-    // 2. Sinks drain what is committed.
-    drain.cancel();
-    if tokio::time::timeout_at(deadline, sink_tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "sinks did not finish within the grace period; the rest stays queued for the next start"
-        );
-        stop_sinks.cancel();
-        sink_tracker.wait().await;
-    }
-    // 3. Writer: every handle is gone once the tasks above ended.
-    drop(writer);
-    drop(admin);
-    admin_stop.cancel();
-    admin_tracker.close();
-    // Bounded: a task stuck past the grace period may still hold a writer handle.
-    let joined = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::task::spawn_blocking(move || writer_thread.join()),
-    )
-    .await;
-    if joined.is_err() {
-        tracing::warn!(
-            "the state writer did not stop in time; exiting anyway (nothing acknowledged is lost)"
-        );
-    }
-    tracing::info!("stopped cleanly");
+    daemon.shutdown(writer_thread).await;
     Ok(())
+}
+
+fn notify_ready(config: &Config, what: &str) {
+    let summary = format!(
+        "{what}: {} subscriptions, {} sinks",
+        config.subscriptions.len(),
+        config.sinks.len()
+    );
+    if let Err(e) = crate::notify::ready(Some(&summary)) {
+        tracing::warn!(error = %e, "cannot notify systemd of readiness");
+    }
+}
+
+async fn bind_admin(
+    addr: SocketAddr,
+    admin: &Arc<AdminState>,
+    conns: &TaskTracker,
+) -> Result<Listener, RunError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for admin requests on {addr}"))?;
+    let bound = listener.local_addr().context("admin listener address")?;
+    let stop = CancellationToken::new();
+    let admin = admin.clone();
+    let handler = Arc::new(move |req, peer| crate::admin::handle(admin.clone(), req, peer));
+    let opts = ServeOptions {
+        header_timeout: Duration::from_secs(10),
+        max_connections: 64,
+    };
+    let task = tokio::spawn(crate::http::serve(
+        listener,
+        "admin",
+        opts,
+        handler,
+        stop.clone(),
+        conns.clone(),
+    ));
+    tracing::info!(listener = "admin", addr = %bound, "listening");
+    Ok(Listener {
+        addr: bound,
+        configured: addr,
+        stop,
+        task,
+    })
+}
+
+impl Daemon {
+    fn bound(&self) -> Bound {
+        Bound {
+            webhook: self.webhook.as_ref().map(|l| l.addr),
+            admin: self.admin_listener.addr,
+        }
+    }
+
+    async fn bind_webhook(
+        &self,
+        addr: SocketAddr,
+        wh: &crate::config::WebhookConfig,
+    ) -> Result<Listener, RunError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for webhooks on {addr}"))?;
+        let bound = listener.local_addr().context("webhook listener address")?;
+        let stop = CancellationToken::new();
+        let state = self.webhook_state.clone();
+        let handler = Arc::new(move |req, peer| crate::webhook::handle(state.clone(), req, peer));
+        let opts = ServeOptions {
+            header_timeout: wh.header_timeout,
+            max_connections: wh.max_connections,
+        };
+        let task = tokio::spawn(crate::http::serve(
+            listener,
+            "webhook",
+            opts,
+            handler,
+            stop.clone(),
+            self.conns.clone(),
+        ));
+        tracing::info!(listener = "webhook", addr = %bound, "listening");
+        Ok(Listener {
+            addr: bound,
+            configured: addr,
+            stop,
+            task,
+        })
+    }
+
+    /// Builds and starts one task per configured sink (first, before anything is routed).
+    fn start_sinks(&mut self) -> Result<(), RunError> {
+        let mut built = Vec::new();
+        for (name, sink_config) in &self.config.sinks {
+            let sink = build_sink(name, sink_config)
+                .with_context(|| format!("cannot start sink {name:?}"))?;
+            built.push((name.clone(), sink));
+        }
+        for (name, sink) in built {
+            self.spawn_sink(name, sink);
+        }
+        self.publish_sink_stats();
+        Ok(())
+    }
+
+    fn spawn_sink(&mut self, name: String, sink: Box<dyn Sink>) {
+        let stats = self.sink_stats.entry(name.clone()).or_default().clone();
+        let retire = CancellationToken::new();
+        let task = SinkTask {
+            sink,
+            ctx: SinkCtx {
+                name: name.clone(),
+                store: self.store.clone(),
+                writer: self.writer.clone(),
+                bell: self.bell.clone(),
+                stats,
+                drain: self.drain.clone(),
+                stop: self.stop_sinks.clone(),
+                retire: retire.clone(),
+            },
+        };
+        let handle = tokio::spawn(task.run());
+        self.sinks.insert(name, RunningSink { retire, handle });
+    }
+
+    fn publish_sink_stats(&self) {
+        let current: BTreeMap<_, _> = self
+            .sink_stats
+            .iter()
+            .filter(|(name, _)| self.sinks.contains_key(*name))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        match self.admin.sinks.write() {
+            Ok(mut m) => *m = current,
+            Err(p) => *p.into_inner() = current,
+        }
+    }
+
+    /// Starts a poller and a preview enricher per connection with a token.
+    fn start_fronts(&mut self) -> Result<(), RunError> {
+        let stop = CancellationToken::new();
+        let tracker = TaskTracker::new();
+        let all_subscriptions = Arc::new(self.config.subscriptions.clone());
+        for (name, front) in &self.config.front {
+            let Some(token) = &front.token else { continue };
+            let token = token
+                .resolve()
+                .map_err(|e| RunError::Config(format!("[front.{name}] token: {e}")))?;
+            let limiter = RateLimiter::new(front.rate_limit_rpm);
+            let client = FrontClient::new(name, &front.api_base, token, limiter)
+                .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?;
+            tracker.spawn(run_enricher(
+                name.clone(),
+                client.clone(),
+                self.store.clone(),
+                self.writer.clone(),
+                self.bell.clone(),
+                stop.clone(),
+            ));
+            let subscriptions: Vec<_> = self
+                .config
+                .subscriptions
+                .iter()
+                .filter(|s| &s.front == name)
+                .cloned()
+                .collect();
+            if subscriptions.is_empty() {
+                continue;
+            }
+            let connection = Connection {
+                name: name.clone(),
+                client,
+                subscriptions,
+                all_subscriptions: all_subscriptions.clone(),
+                names: self.names.clone(),
+                routing: self.routing.clone(),
+                store: self.store.clone(),
+                writer: self.writer.clone(),
+                status: self.admin.polls.clone(),
+                stop: stop.clone(),
+            };
+            tracker.spawn(connection.run());
+        }
+        tracker.close();
+        self.fronts = (stop, tracker);
+        Ok(())
+    }
+
+    /// SIGHUP: validate the file again; apply it or keep the running config.
+    async fn reload(&mut self) {
+        let _ = crate::notify::reloading();
+        match self.try_reload().await {
+            Ok(()) => {
+                tracing::info!(
+                    subscriptions = self.config.subscriptions.len(),
+                    sinks = self.config.sinks.len(),
+                    "configuration reloaded"
+                );
+                notify_ready(&self.config, "reloaded");
+            }
+            Err(errors) => {
+                for e in errors.lines() {
+                    tracing::error!(error = %e, "reload refused; still running on the previous configuration");
+                }
+                notify_ready(&self.config, "reload refused");
+                let _ = crate::notify::status("reload refused: see the log");
+            }
+        }
+    }
+
+    async fn try_reload(&mut self) -> Result<(), String> {
+        let path = self.config.source_path.clone();
+        let new = tokio::task::spawn_blocking(move || crate::config::load(&path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|errors| errors.to_string())?;
+        let secret_errors = new.check_secrets();
+        if !secret_errors.is_empty() {
+            return Err(secret_errors.join("\n"));
+        }
+        if new.state.path != self.config.state.path {
+            return Err(format!(
+                "[state] path cannot change on reload ({} -> {}); restart to move the state",
+                self.config.state.path.display(),
+                new.state.path.display()
+            ));
+        }
+        for w in &new.warnings {
+            tracing::warn!("{w}");
+        }
+        // Everything that can fail without side effects first: secrets and sink settings.
+        let secrets = connection_secrets(&new).map_err(|e| e.to_string())?;
+        for (name, sink_config) in &new.sinks {
+            precheck_sink(name, sink_config)?;
+        }
+        // Listeners whose address changed are bound before anything is switched over.
+        let new_webhook = match (&new.webhook, &self.webhook) {
+            (Some(wh), Some(old)) if old.configured == wh.listen => None,
+            (Some(wh), _) => Some(
+                self.bind_webhook(wh.listen, wh)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?,
+            ),
+            (None, _) => None,
+        };
+        let new_admin = if new.admin.listen != self.admin_listener.configured {
+            Some(
+                bind_admin(new.admin.listen, &self.admin, &self.conns)
+                    .await
+                    .map_err(|e| format!("{e:#}"))?,
+            )
+        } else {
+            None
+        };
+
+        // Switch over. Webhook intake keeps running throughout.
+        match self.webhook_state.connections.write() {
+            Ok(mut c) => *c = Arc::new(secrets),
+            Err(p) => *p.into_inner() = Arc::new(secrets),
+        }
+        if let Some(wh) = &new.webhook {
+            self.webhook_state
+                .max_body_bytes
+                .store(wh.max_body_bytes, Ordering::Relaxed);
+        }
+        if let Some(listener) = new_webhook {
+            if let Some(old) = self.webhook.replace(listener) {
+                old.stop.cancel();
+            }
+        } else if new.webhook.is_none()
+            && let Some(old) = self.webhook.take()
+        {
+            old.stop.cancel();
+            tracing::info!("webhook listener closed ([webhook] removed)");
+        }
+        if let Some(listener) = new_admin {
+            let old = std::mem::replace(&mut self.admin_listener, listener);
+            old.stop.cancel();
+        }
+
+        // Pollers stop between pages, then restart on the new config.
+        let (stop, tracker) = &self.fronts;
+        stop.cancel();
+        tracker.wait().await;
+        self.config = new;
+        let routing = Arc::new(self.names.routing(&self.config.subscriptions));
+        match self.routing.write() {
+            Ok(mut r) => *r = routing,
+            Err(p) => *p.into_inner() = routing,
+        }
+        match self.admin.subscriptions.write() {
+            Ok(mut s) => {
+                *s = self
+                    .config
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect()
+            }
+            Err(p) => {
+                *p.into_inner() = self
+                    .config
+                    .subscriptions
+                    .iter()
+                    .map(|s| s.name.clone())
+                    .collect()
+            }
+        }
+
+        // Sinks: each finishes its delivery in progress, then its replacement takes over
+        // the same outbox (a removed sink's outbox stays on disk, untouched).
+        for (name, running) in std::mem::take(&mut self.sinks) {
+            running.retire.cancel();
+            if running.handle.await.is_err() {
+                tracing::warn!(sink = %name, "sink task ended abnormally during reload");
+            }
+            if !self.config.sinks.contains_key(&name) {
+                tracing::info!(sink = %name, "sink removed; its undelivered outbox stays in the state file");
+            }
+        }
+        // Opened only now: a JSONL sink repairs a torn tail on open, which must not race
+        // the old task's last write.
+        let configs: Vec<_> = self
+            .config
+            .sinks
+            .iter()
+            .map(|(n, c)| (n.clone(), c.clone()))
+            .collect();
+        for (name, sink_config) in configs {
+            match build_sink(&name, &sink_config) {
+                Ok(sink) => self.spawn_sink(name, sink),
+                Err(e) => tracing::error!(
+                    sink = %name,
+                    error = format!("{e:#}"),
+                    "cannot reopen sink after reload; its outbox keeps filling on disk; fix it and reload again"
+                ),
+            }
+        }
+        self.publish_sink_stats();
+        self.start_fronts().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn shutdown(self, writer_thread: std::thread::JoinHandle<()>) {
+        tracing::info!("shutting down: intake stopped, delivering what is queued");
+        let deadline = tokio::time::Instant::now() + GRACE_PERIOD;
+
+        // 1. Intake: webhooks answer 503 while their listener closes; pollers stop.
+        self.intake_stop.cancel();
+        if let Some(l) = &self.webhook {
+            l.stop.cancel();
+        }
+        self.fronts.0.cancel();
+        if let Some(l) = self.webhook {
+            let _ = l.task.await;
+        }
+        if tokio::time::timeout_at(deadline, self.fronts.1.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("pollers still busy at the end of the grace period");
+        }
+        // 2. Sinks drain what is committed.
+        self.drain.cancel();
+        let mut handles = Vec::new();
+        for (_, running) in self.sinks {
+            handles.push(running.handle);
+        }
+        let all = futures_join(handles);
+        if tokio::time::timeout_at(deadline, all).await.is_err() {
+            tracing::warn!(
+                "sinks did not finish within the grace period; the rest stays queued for the next start"
+            );
+            self.stop_sinks.cancel();
+        }
+        // 3. Admin last (status stays readable while draining), then the writer.
+        self.admin_listener.stop.cancel();
+        let _ = self.admin_listener.task.await;
+        self.conns.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conns.wait()).await;
+        drop(self.writer);
+        drop(self.webhook_state);
+        drop(self.admin);
+        // Bounded: a task stuck past the grace period may still hold a writer handle.
+        let joined = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::task::spawn_blocking(move || writer_thread.join()),
+        )
+        .await;
+        if joined.is_err() {
+            tracing::warn!(
+                "the state writer did not stop in time; exiting anyway (nothing acknowledged is lost)"
+            );
+        }
+        tracing::info!("stopped cleanly");
+    }
+}
+
+/// Waits for every handle (ignoring panics, which are logged by the runtime).
+async fn futures_join(handles: Vec<tokio::task::JoinHandle<()>>) {
+    for h in handles {
+        let _ = h.await;
+    }
 }
 
 fn connection_secrets(config: &Config) -> Result<HashMap<String, ConnectionSecrets>, RunError> {
@@ -342,6 +660,25 @@ fn connection_secrets(config: &Config) -> Result<HashMap<String, ConnectionSecre
         );
     }
     Ok(out)
+}
+
+/// Checks a sink's settings without opening it (reload validates before switching over).
+fn precheck_sink(name: &str, config: &SinkConfig) -> Result<(), String> {
+    match config {
+        SinkConfig::Stdout => Ok(()),
+        SinkConfig::Jsonl(c) => {
+            frontsync_sinks::jsonl::check_writable(&c.path).map_err(|e| format!("sink {name}: {e}"))
+        }
+        SinkConfig::Next(c) => {
+            let token = c
+                .token
+                .resolve()
+                .map_err(|e| format!("sink {name}: token: {e}"))?;
+            frontsync_sinks::next::NextSink::new(next_config(c, token.expose()))
+                .map(|_| ())
+                .map_err(|e| format!("sink {name}: {e}"))
+        }
+    }
 }
 
 /// Opens one sink from its configuration.

@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Subscription;
 use crate::normalize::{self, Snapshot};
-use crate::store::{Rejection, Store, StoreError, Txn};
+use crate::store::{DeadLetterOutcome, DeadLetterSelection, Rejection, Store, StoreError, Txn};
 
 /// The most operations applied in one commit. Bounded so one commit stays short.
 pub const MAX_BATCH_OPS: usize = 512;
@@ -236,6 +236,18 @@ enum WriteOp {
         letter: Rejection,
         reply: oneshot::Sender<Result<(), IngestError>>,
     },
+    /// Operator: dead letters back to the end of the outbox (`frontsync outbox retry`).
+    RequeueDead {
+        sink: String,
+        selection: DeadLetterSelection,
+        reply: oneshot::Sender<Result<DeadLetterOutcome, IngestError>>,
+    },
+    /// Operator: dead letters deleted (`frontsync outbox drop`).
+    DropDead {
+        sink: String,
+        selection: DeadLetterSelection,
+        reply: oneshot::Sender<Result<DeadLetterOutcome, IngestError>>,
+    },
 }
 
 /// The handle callers use to reach the writer thread. Cheap to clone; the thread stops
@@ -334,6 +346,77 @@ impl Writer {
     }
 }
 
+impl Writer {
+    /// Moves dead letters of `sink` back to the END of its outbox (new seqs), then wakes
+    /// the sink. All or nothing: unknown seqs are answered as [`DeadLetterOutcome::Unknown`]
+    /// and change nothing (they never fail the other operations of the same commit).
+    pub async fn requeue_dead_letters(
+        &self,
+        sink: &str,
+        selection: DeadLetterSelection,
+    ) -> Result<DeadLetterOutcome, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::RequeueDead {
+                sink: sink.to_string(),
+                selection,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Deletes dead letters of `sink`; all or nothing, like
+    /// [`Writer::requeue_dead_letters`].
+    pub async fn drop_dead_letters(
+        &self,
+        sink: &str,
+        selection: DeadLetterSelection,
+    ) -> Result<DeadLetterOutcome, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::DropDead {
+                sink: sink.to_string(),
+                selection,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// The writer of the state file `store` has open in this process, while the daemon
+    /// runs. This is how the admin listener reaches the single writer (operator commands
+    /// must not write beside it) without being handed one: [`spawn_writer`] registers a
+    /// weak handle, so this never keeps a stopping writer alive.
+    pub fn attached(store: &Store) -> Option<Writer> {
+        let attached = match ATTACHED.lock() {
+            Ok(a) => a,
+            Err(p) => p.into_inner(),
+        };
+        attached
+            .iter()
+            .find(|(path, _)| path.as_path() == store.path())
+            .and_then(|(_, weak)| weak.upgrade())
+            .map(|tx| Writer { tx })
+    }
+}
+
+/// Weak handles of the running writers, by state file (one writer per file: redb refuses
+/// a second open).
+static ATTACHED: std::sync::Mutex<Vec<(std::path::PathBuf, mpsc::WeakSender<WriteOp>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn attach(store: &Store, tx: &mpsc::Sender<WriteOp>) {
+    let mut attached = match ATTACHED.lock() {
+        Ok(a) => a,
+        Err(p) => p.into_inner(),
+    };
+    attached.retain(|(path, weak)| weak.strong_count() > 0 && path.as_path() != store.path());
+    attached.push((store.path().to_path_buf(), tx.downgrade()));
+}
+
 /// Shared, swappable routing table (replaced on reload).
 pub type SharedRouting = Arc<RwLock<Arc<Routing>>>;
 
@@ -344,6 +427,7 @@ pub fn spawn_writer(
     bell: Arc<SinkBell>,
 ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    attach(&store, &tx);
     let handle = std::thread::Builder::new()
         .name("frontsync-writer".into())
         .spawn(move || writer_loop(store, routing, bell, rx))?;
@@ -380,6 +464,8 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
     let now = now_ms();
     let mut touched = BTreeSet::new();
     let mut deferred = BTreeSet::new();
+    // Answers of the dead-letter operations, in batch order.
+    let mut letters = std::collections::VecDeque::new();
     let result = store.write(|txn| {
         let mut outcomes = Vec::with_capacity(batch.len());
         for op in batch.iter() {
@@ -430,6 +516,22 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
                     txn.dead_letter(sink, *seq, letter, now)?;
                     None
                 }
+                WriteOp::RequeueDead {
+                    sink, selection, ..
+                } => {
+                    let outcome = txn.requeue_dead_letters(sink, selection)?;
+                    if matches!(&outcome, DeadLetterOutcome::Done(moved) if !moved.is_empty()) {
+                        touched.insert(sink.clone());
+                    }
+                    letters.push_back(outcome);
+                    None
+                }
+                WriteOp::DropDead {
+                    sink, selection, ..
+                } => {
+                    letters.push_back(txn.drop_dead_letters(sink, selection)?);
+                    None
+                }
             });
         }
         Ok(outcomes)
@@ -455,6 +557,12 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
                     }
                     WriteOp::Defer { reply, .. } => {
                         let _ = reply.send(Ok(outcome.is_some_and(|o| o.new_events > 0)));
+                    }
+                    WriteOp::RequeueDead { reply, .. } | WriteOp::DropDead { reply, .. } => {
+                        let answer = letters.pop_front().ok_or_else(|| {
+                            IngestError::Store("dead letter outcome missing".into())
+                        });
+                        let _ = reply.send(answer);
                     }
                 }
             }
@@ -482,6 +590,9 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
                         let _ = reply.send(Err(err.clone()));
                     }
                     WriteOp::Defer { reply, .. } => {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    WriteOp::RequeueDead { reply, .. } | WriteOp::DropDead { reply, .. } => {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }

@@ -18,6 +18,7 @@
 pub mod admin;
 pub mod cli;
 pub mod commands;
+pub mod completions;
 pub mod config;
 pub mod daemon;
 pub mod front;

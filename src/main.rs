@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use frontsync::cli::{Cli, Command};
-use frontsync::{commands, logging};
+use frontsync::{commands, completions, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -19,6 +19,8 @@ fn main() -> ExitCode {
             subscription,
             conversation,
         } => commands::preview(&cli.config, &subscription, &conversation),
+        Command::Completions { shell } => completions::print_completions(shell),
+        Command::Man { out_dir } => completions::write_man(out_dir.as_deref()),
     };
     ExitCode::from(code)
 }

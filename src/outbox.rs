@@ -57,8 +57,10 @@ pub struct SinkCtx {
     pub stats: Arc<SinkStats>,
     /// Cancelled when intake has stopped: drain what is left, then return.
     pub drain: CancellationToken,
-    /// Cancelled to stop at once (reload removed the sink, or the grace period ran out).
+    /// Cancelled to stop at once, even mid-delivery (the grace period ran out).
     pub stop: CancellationToken,
+    /// Cancelled to stop after the delivery in progress, if any (reload replaces the sink).
+    pub retire: CancellationToken,
 }
 
 impl SinkTask {
@@ -79,7 +81,7 @@ impl SinkCtx {
         let mut backoff = FIRST_BACKOFF;
         let mut attempts: u32 = 0;
         loop {
-            if self.stop.is_cancelled() {
+            if self.stop.is_cancelled() || self.retire.is_cancelled() {
                 return;
             }
             let head = match self.head(max_batch).await {
@@ -101,6 +103,7 @@ impl SinkCtx {
                     _ = bell.notified() => {}
                     _ = self.drain.cancelled() => {}
                     _ = self.stop.cancelled() => return,
+                    _ = self.retire.cancelled() => return,
                 }
                 continue;
             }
@@ -233,6 +236,7 @@ impl SinkCtx {
             _ = tokio::time::sleep(d) => false,
             _ = self.stop.cancelled() => true,
             _ = self.drain.cancelled() => true,
+            _ = self.retire.cancelled() => true,
         }
     }
 }

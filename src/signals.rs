@@ -4,10 +4,16 @@
 
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
+use crate::daemon::Control;
+
 /// Starts the signal thread.
-pub fn install(shutdown: CancellationToken) -> std::io::Result<()> {
+pub fn install(
+    shutdown: CancellationToken,
+    control: UnboundedSender<Control>,
+) -> std::io::Result<()> {
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     std::thread::Builder::new()
         .name("frontsync-signals".into())
@@ -15,7 +21,10 @@ pub fn install(shutdown: CancellationToken) -> std::io::Result<()> {
             for sig in signals.forever() {
                 match sig {
                     SIGHUP => {
-                        tracing::warn!("SIGHUP received: reloading is not supported by this build yet; restart to apply config changes");
+                        tracing::info!("SIGHUP received: reloading the configuration");
+                        if control.send(Control::Reload).is_err() {
+                            tracing::warn!("reload ignored: the daemon is stopping");
+                        }
                     }
                     _ if shutdown.is_cancelled() => {
                         tracing::warn!("second stop signal: exiting now; the next start resumes from the last commit");

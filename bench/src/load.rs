@@ -46,6 +46,10 @@ impl Payloads {
         self.bodies.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.bodies.is_empty()
+    }
+
     pub fn mean_body_bytes(&self) -> usize {
         self.bodies.iter().map(Bytes::len).sum::<usize>() / self.bodies.len().max(1)
     }
@@ -53,10 +57,8 @@ impl Payloads {
 
 const PROSE: &str = "Hello team, I was charged twice for order 1042 on the 19th and again \
 on the 20th. The second charge shows as pending on my card statement but the first one went \
-through. Could you please refund the duplicate payment and confirm once it is done? I have \
-attached the receipt from the checkout page. My account email is the one I am writing from. \
-This is the third time this year that the checkout page timed out and I pressed the button \
-again, so maybe the button should be disabled after the first click. Thanks a lot for your \
+through. Could you please refund the duplicate payment and confirm once it is done? My account email \
+is the one I am writing from. Thanks a lot for your \
 help, and have a nice weekend.";
 
 /// A full Front `inbound` event of about 2 KB, shaped like Front's rule webhook body.
@@ -278,7 +280,8 @@ async fn worker(
         h.insert("x-front-signature", payloads.signatures[i].clone());
         let t = Instant::now();
         if let Some(due) = due {
-            out.lag.push(t.saturating_duration_since(due).as_nanos() as u64);
+            out.lag
+                .push(t.saturating_duration_since(due).as_nanos() as u64);
         }
         sent_ns[i].store(since_base(t), Ordering::Relaxed);
         match sender.send_request(req).await {

@@ -47,7 +47,9 @@ impl Server {
             .env_remove("JOURNAL_STREAM")
             .env_remove("NOTIFY_SOCKET");
         let started = Instant::now();
-        let mut child = cmd.spawn().with_context(|| format!("cannot start {what}"))?;
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start {what}"))?;
         let pid = child.id();
         let stderr = child.stderr.take().context("no stderr pipe")?;
         let tail = Arc::new(Mutex::new(Vec::new()));
@@ -126,11 +128,7 @@ impl Drop for Server {
     }
 }
 
-fn read_log(
-    stderr: impl std::io::Read,
-    tx: mpsc::Sender<LogEvent>,
-    tail: Arc<Mutex<Vec<String>>>,
-) {
+fn read_log(stderr: impl std::io::Read, tx: mpsc::Sender<LogEvent>, tail: Arc<Mutex<Vec<String>>>) {
     let mut ready_sent = false;
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };
@@ -188,6 +186,54 @@ fn parse_stat_ticks(text: &str) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// Busy CPU time of the whole machine since boot (all CPUs, everything but idle and
+/// iowait), in seconds. Subtracting the server's and the load generator's own time from
+/// its growth gives what other processes used during a run.
+pub fn machine_busy_seconds() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/stat").ok()?;
+    parse_machine_busy(&text).map(|t| t as f64 / USER_HZ)
+}
+
+fn parse_machine_busy(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy = v.iter().take(8).sum::<u64>() - v.get(3)? - v.get(4)?;
+    Some(busy)
+}
+
+/// Waits (up to `limit`) until other processes use less than `max_cores` over 1 s, so
+/// runs do not overlap with, say, a compiler on a shared machine. Returns the load seen
+/// last (cores).
+pub fn wait_quiet(limit: Duration, max_cores: f64) -> f64 {
+    let deadline = Instant::now() + limit;
+    let mut warned = false;
+    loop {
+        let (Some(a), t) = (machine_busy_seconds(), Instant::now()) else {
+            return 0.0;
+        };
+        std::thread::sleep(Duration::from_secs(1));
+        let Some(b) = machine_busy_seconds() else {
+            return 0.0;
+        };
+        let load = (b - a) / t.elapsed().as_secs_f64();
+        if load < max_cores || Instant::now() >= deadline {
+            if load >= max_cores {
+                eprintln!("  warning: machine still busy ({load:.2} cores used by others)");
+            }
+            return load;
+        }
+        if !warned {
+            eprintln!("  waiting for the machine to be quiet ({load:.2} cores busy)...");
+            warned = true;
+        }
+    }
 }
 
 /// Samples a process's RSS every 20 ms until stopped; reports the largest `VmRSS` seen.
@@ -280,8 +326,15 @@ emit = ["created"]
 /// The command that runs the daemon on `config`.
 pub fn frontsync_command(daemon: &Path, config: &Path) -> Command {
     let mut cmd = Command::new(daemon);
-    cmd.args(["--log-format", "json", "--log-level", "info", "run", "--config"])
-        .arg(config);
+    cmd.args([
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+        "run",
+        "--config",
+    ])
+    .arg(config);
     cmd
 }
 
@@ -303,6 +356,8 @@ mod tests {
         assert_eq!(parse_status(status), Some((2048, 12345)));
         let stat = "42 (a b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 3 0 1";
         assert_eq!(parse_stat_ticks(stat), Some(325));
+        let proc_stat = "cpu  100 5 50 1000 20 3 2 1 0 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n";
+        assert_eq!(parse_machine_busy(proc_stat), Some(161));
     }
 
     #[test]

@@ -77,6 +77,40 @@ pub struct Rejection {
     pub attempts: u32,
 }
 
+/// Which dead letters of a sink an operator command applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterSelection {
+    /// Every dead letter of the sink.
+    All,
+    /// These dead letters, by the seq they are listed under.
+    Seqs(Vec<u64>),
+}
+
+/// One dead letter an operator command acted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LetterMoved {
+    /// The seq it was listed under as a dead letter.
+    pub seq: u64,
+    /// Its new outbox seq, when it was requeued (at the end of the outbox).
+    pub new_seq: Option<u64>,
+    /// The Highlight's `id` (empty when the stored record has none).
+    pub id: String,
+    /// The Highlight's `revision` (0 when the stored record has none).
+    pub revision: u64,
+}
+
+/// What a requeue or drop of dead letters did. A refused command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterOutcome {
+    /// Done, one entry per dead letter, in seq order.
+    Done(Vec<LetterMoved>),
+    /// These seqs are not dead letters of the sink; nothing was changed.
+    Unknown(Vec<u64>),
+    /// These dead letters hold no usable Highlight and cannot be resent (drop them);
+    /// nothing was changed.
+    Unresendable(Vec<u64>),
+}
+
 /// The state database. Cheap to clone; all clones share one open file.
 #[derive(Clone)]
 pub struct Store {
@@ -271,6 +305,37 @@ impl Store {
         Ok(out)
     }
 
+    /// Up to `limit` dead letters of `sink`, oldest first (a listing must stay bounded
+    /// however many a misconfigured receiver produced).
+    pub fn dead_letters_head(
+        &self,
+        sink: &str,
+        limit: usize,
+    ) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let table = txn.open_table(DEAD_LETTERS).map_err(|e| self.db_err(e))?;
+        let mut out = Vec::new();
+        for row in table
+            .range((sink, 0u64)..=(sink, u64::MAX))
+            .map_err(|e| self.db_err(e))?
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = row.map_err(|e| self.db_err(e))?;
+            out.push((k.value().1, self.parse_letter(v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn parse_letter(&self, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            path: self.path.to_path_buf(),
+            table: "dead_letters_v1",
+            message: e.to_string(),
+        })
+    }
+
     /// A cursor's stored value.
     pub fn cursor<T: DeserializeOwned>(
         &self,
@@ -339,6 +404,19 @@ pub mod counters {
     pub const DELIVERED: &str = "delivered_total";
     /// Dead letters of a sink (scope: sink).
     pub const DEAD_LETTERS: &str = "dead_letters";
+}
+
+/// The bytes to queue again for a dead letter's Highlight, and its key; `None` when the
+/// record cannot be delivered (no `id`/`revision`, so `outbox_head` could not read it).
+fn resend_bytes(highlight: &serde_json::Value) -> Option<(Vec<u8>, OutboxKey)> {
+    let key: OutboxKey = serde_json::from_value(highlight.clone()).ok()?;
+    // Through the Highlight type, so the bytes are the original ones (field order is the
+    // wire order); a serde_json map would sort the keys.
+    let json = match serde_json::from_value::<frontsync_sinks::Highlight>(highlight.clone()) {
+        Ok(h) => serde_json::to_vec(&h).ok()?,
+        Err(_) => serde_json::to_vec(highlight).ok()?,
+    };
+    Some((json, key))
 }
 
 fn compound(a: &str, b: &str) -> String {
@@ -515,6 +593,149 @@ impl Txn<'_> {
         Ok(true)
     }
 
+    /// The seqs of `selection` that are not dead letters of `sink`, in the order given.
+    pub fn missing_dead_letters(
+        &self,
+        sink: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<Vec<u64>, StoreError> {
+        let DeadLetterSelection::Seqs(seqs) = selection else {
+            return Ok(Vec::new());
+        };
+        let dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+        let mut missing = Vec::new();
+        for &seq in seqs {
+            if dead.get((sink, seq)).map_err(|e| self.err(e))?.is_none() && !missing.contains(&seq)
+            {
+                missing.push(seq);
+            }
+        }
+        Ok(missing)
+    }
+
+    /// The selected dead letters of `sink` (seq order, no repeats), or the seqs that are
+    /// not dead letters of it.
+    fn selected_letters(
+        &self,
+        sink: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<Result<Vec<(u64, Vec<u8>)>, Vec<u64>>, StoreError> {
+        let missing = self.missing_dead_letters(sink, selection)?;
+        if !missing.is_empty() {
+            return Ok(Err(missing));
+        }
+        let dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        match selection {
+            DeadLetterSelection::All => {
+                for row in dead
+                    .range((sink, 0u64)..=(sink, u64::MAX))
+                    .map_err(|e| self.err(e))?
+                {
+                    let (k, v) = row.map_err(|e| self.err(e))?;
+                    out.push((k.value().1, v.value().to_vec()));
+                }
+            }
+            DeadLetterSelection::Seqs(seqs) => {
+                let mut seqs = seqs.clone();
+                seqs.sort_unstable();
+                seqs.dedup();
+                for seq in seqs {
+                    if let Some(v) = dead.get((sink, seq)).map_err(|e| self.err(e))? {
+                        out.push((seq, v.value().to_vec()));
+                    }
+                }
+            }
+        }
+        Ok(Ok(out))
+    }
+
+    fn parse_letter(&self, bytes: &[u8]) -> Result<DeadLetter, StoreError> {
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+            path: self.path.to_path_buf(),
+            table: "dead_letters_v1",
+            message: e.to_string(),
+        })
+    }
+
+    /// Moves dead letters of `sink` back into its outbox, each at the END with a new seq
+    /// (the outbox is FIFO by seq and a dead letter's old slot may be long past), so a
+    /// requeued revision can arrive after later revisions of the same Highlight. All or
+    /// nothing: an unknown seq or an unusable record refuses the whole command.
+    pub fn requeue_dead_letters(
+        &mut self,
+        sink: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<DeadLetterOutcome, StoreError> {
+        let letters = match self.selected_letters(sink, selection)? {
+            Ok(l) => l,
+            Err(missing) => return Ok(DeadLetterOutcome::Unknown(missing)),
+        };
+        let mut ready = Vec::with_capacity(letters.len());
+        let mut unusable = Vec::new();
+        for (seq, bytes) in letters {
+            let letter = self.parse_letter(&bytes)?;
+            match resend_bytes(&letter.highlight) {
+                Some((json, key)) => ready.push((seq, json, key)),
+                None => unusable.push(seq),
+            }
+        }
+        if !unusable.is_empty() {
+            return Ok(DeadLetterOutcome::Unresendable(unusable));
+        }
+        let mut moved = Vec::with_capacity(ready.len());
+        for (seq, json, key) in ready {
+            self.remove_dead_letter(sink, seq)?;
+            let new_seq = self.enqueue(sink, &json)?;
+            moved.push(LetterMoved {
+                seq,
+                new_seq: Some(new_seq),
+                id: key.id,
+                revision: key.revision,
+            });
+        }
+        Ok(DeadLetterOutcome::Done(moved))
+    }
+
+    /// Deletes dead letters of `sink` for good. All or nothing: an unknown seq refuses the
+    /// whole command.
+    pub fn drop_dead_letters(
+        &mut self,
+        sink: &str,
+        selection: &DeadLetterSelection,
+    ) -> Result<DeadLetterOutcome, StoreError> {
+        let letters = match self.selected_letters(sink, selection)? {
+            Ok(l) => l,
+            Err(missing) => return Ok(DeadLetterOutcome::Unknown(missing)),
+        };
+        let mut dropped = Vec::with_capacity(letters.len());
+        for (seq, bytes) in letters {
+            // A record too damaged to read can still be dropped: that is how it goes away.
+            let key = self
+                .parse_letter(&bytes)
+                .ok()
+                .and_then(|l| serde_json::from_value::<OutboxKey>(l.highlight).ok());
+            self.remove_dead_letter(sink, seq)?;
+            dropped.push(LetterMoved {
+                seq,
+                new_seq: None,
+                id: key.as_ref().map(|k| k.id.clone()).unwrap_or_default(),
+                revision: key.map(|k| k.revision).unwrap_or(0),
+            });
+        }
+        Ok(DeadLetterOutcome::Done(dropped))
+    }
+
+    fn remove_dead_letter(&mut self, sink: &str, seq: u64) -> Result<(), StoreError> {
+        let mut dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+        let removed = dead.remove((sink, seq)).map_err(|e| self.err(e))?.is_some();
+        drop(dead);
+        if removed {
+            self.sub_counter(counters::DEAD_LETTERS, sink, 1)?;
+        }
+        Ok(())
+    }
+
     /// Adds `n` to a counter.
     pub fn add_counter(&mut self, name: &str, scope: &str, n: u64) -> Result<(), StoreError> {
         if n == 0 {
@@ -688,6 +909,174 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].1.status, Some(400));
         assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
+    }
+
+    fn reject(store: &Store, sink: &str, seq: u64) {
+        let rejection = Rejection {
+            error: "rejected with 400".into(),
+            status: Some(400),
+            body_excerpt: None,
+            attempts: 1,
+        };
+        assert!(store.write(|t| t.dead_letter(sink, seq, &rejection, 1)).unwrap());
+    }
+
+    fn real_highlight_json(id: &str, revision: u64) -> Vec<u8> {
+        let h = frontsync_sinks::Highlight {
+            schema: frontsync_sinks::SCHEMA_V1.into(),
+            id: id.into(),
+            revision,
+            change: frontsync_sinks::Change::Created,
+            subscription: "s".into(),
+            title: "t".into(),
+            text: "x".into(),
+            requester: None,
+            assignee: None,
+            status: frontsync_sinks::Status::Open,
+            front_status: "assigned".into(),
+            tags: vec![],
+            labels: vec![],
+            inbox_ids: vec![],
+            created_at: "2026-11-21T09:14:03.012Z".into(),
+            updated_at: "2026-11-21T09:14:03.012Z".into(),
+            source: frontsync_sinks::Source {
+                system: "front".into(),
+                conversation_id: "c".into(),
+                message_id: None,
+                event_id: None,
+                url: "https://app.frontapp.com/open/c".into(),
+            },
+        };
+        serde_json::to_vec(&h).unwrap()
+    }
+
+    #[test]
+    fn requeue_moves_dead_letters_to_the_end_with_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let original = real_highlight_json("s:c1", 1);
+        store
+            .write(|t| {
+                t.enqueue("a", &original)?;
+                t.enqueue("a", &highlight_json("s:c2", 1))
+            })
+            .unwrap();
+        reject(&store, "a", 1);
+        store
+            .write(|t| t.enqueue("a", &highlight_json("s:c3", 1)))
+            .unwrap();
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
+        assert_eq!(store.outbox_depth("a").unwrap(), 2);
+
+        let outcome = store
+            .write(|t| t.requeue_dead_letters("a", &DeadLetterSelection::Seqs(vec![1, 1])))
+            .unwrap();
+        assert_eq!(
+            outcome,
+            DeadLetterOutcome::Done(vec![LetterMoved {
+                seq: 1,
+                new_seq: Some(4),
+                id: "s:c1".into(),
+                revision: 1,
+            }])
+        );
+        let head = store.outbox_head("a", 10).unwrap();
+        assert_eq!(
+            head.iter()
+                .map(|d| (d.seq, d.id.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(2, "s:c2"), (3, "s:c3"), (4, "s:c1")]
+        );
+        assert_eq!(head[2].json, original);
+        assert!(store.dead_letters("a").unwrap().is_empty());
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 0);
+        assert_eq!(store.outbox_depth("a").unwrap(), 3);
+    }
+
+    #[test]
+    fn unknown_seqs_refuse_the_whole_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.enqueue("a", &highlight_json("s:c1", 1))?;
+                t.enqueue("b", &highlight_json("s:c1", 1))
+            })
+            .unwrap();
+        reject(&store, "a", 1);
+        reject(&store, "b", 1);
+        // Seq 1 exists in sink b, not in a's seq 7: refused, and seq 1 of a stays.
+        for outcome in [
+            store
+                .write(|t| t.requeue_dead_letters("a", &DeadLetterSelection::Seqs(vec![1, 7])))
+                .unwrap(),
+            store
+                .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::Seqs(vec![7, 1, 7])))
+                .unwrap(),
+        ] {
+            assert_eq!(outcome, DeadLetterOutcome::Unknown(vec![7]));
+        }
+        assert_eq!(store.dead_letters("a").unwrap().len(), 1);
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
+        assert_eq!(store.outbox_depth("a").unwrap(), 0);
+    }
+
+    #[test]
+    fn drop_deletes_only_the_selected_sink_and_counts_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.enqueue("a", &highlight_json("s:c1", 1))?;
+                t.enqueue("a", &highlight_json("s:c2", 1))?;
+                t.enqueue("b", &highlight_json("s:c1", 1))
+            })
+            .unwrap();
+        reject(&store, "a", 1);
+        reject(&store, "a", 2);
+        reject(&store, "b", 1);
+        let outcome = store
+            .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::Seqs(vec![2])))
+            .unwrap();
+        assert!(matches!(&outcome, DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].id == "s:c2"));
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
+        let all = store
+            .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::All))
+            .unwrap();
+        assert!(matches!(&all, DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].seq == 1));
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 0);
+        assert_eq!(store.counter(counters::DEAD_LETTERS, "b").unwrap(), 1);
+        assert_eq!(store.dead_letters_head("b", 10).unwrap().len(), 1);
+        assert_eq!(store.dead_letters_head("b", 0).unwrap().len(), 0);
+        // Nothing left: `All` is a successful no-op.
+        assert_eq!(
+            store
+                .write(|t| t.requeue_dead_letters("a", &DeadLetterSelection::All))
+                .unwrap(),
+            DeadLetterOutcome::Done(vec![])
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_without_a_highlight_is_not_requeued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        // Not JSON: `dead_letter` keeps `null` as the Highlight.
+        store.write(|t| t.enqueue("a", b"not json")).unwrap();
+        reject(&store, "a", 1);
+        assert_eq!(
+            store
+                .write(|t| t.requeue_dead_letters("a", &DeadLetterSelection::All))
+                .unwrap(),
+            DeadLetterOutcome::Unresendable(vec![1])
+        );
+        assert_eq!(store.outbox_depth("a").unwrap(), 0);
+        assert!(matches!(
+            store
+                .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::All))
+                .unwrap(),
+            DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].id.is_empty()
+        ));
     }
 
     #[test]

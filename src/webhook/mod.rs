@@ -49,7 +49,8 @@ pub struct ConnectionSecrets {
 pub struct WebhookState {
     pub connections: RwLock<Arc<HashMap<String, ConnectionSecrets>>>,
     pub writer: Writer,
-    pub max_body_bytes: usize,
+    /// Bodies larger than this get 413 (changed by reload).
+    pub max_body_bytes: std::sync::atomic::AtomicUsize,
     /// Cancelled at shutdown: new requests get 503.
     pub draining: CancellationToken,
     /// Requests by (connection, outcome), for metrics.
@@ -124,7 +125,10 @@ async fn handle_connection(state: &WebhookState, req: Request<Incoming>, connect
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+    let max_body_bytes = state
+        .max_body_bytes
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if declared.is_some_and(|n| n > max_body_bytes as u64) {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "body too large");
     }
     let header = |name: &str| {
@@ -137,7 +141,7 @@ async fn handle_connection(state: &WebhookState, req: Request<Incoming>, connect
     let timestamp = header("x-front-request-timestamp");
     let challenge = header("x-front-challenge");
 
-    let body = match read_body(req.into_body(), state.max_body_bytes).await {
+    let body = match read_body(req.into_body(), max_body_bytes).await {
         Ok(b) => b,
         Err(resp) => return resp,
     };

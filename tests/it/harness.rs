@@ -76,6 +76,11 @@ impl TestDaemon {
 
     /// Starts the daemon on the config already in `dir/config.toml`.
     pub fn start_existing(dir: &Path) -> TestDaemon {
+        Self::start_with_env(dir, &[])
+    }
+
+    /// Like `start_existing`, with extra environment variables.
+    pub fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> TestDaemon {
         let config = dir.join("config.toml");
         let mut child = Command::new(bin())
             .args([
@@ -89,6 +94,8 @@ impl TestDaemon {
             .arg(&config)
             .env_remove("RUST_LOG")
             .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -160,6 +167,43 @@ impl TestDaemon {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// Sends a signal by name (`HUP`, `TERM`...).
+    pub fn signal(&self, sig: &str) {
+        unsafe_kill(self.pid(), sig)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+    }
+
+    /// Waits for a JSON log line whose `message` is `message`; returns it.
+    pub fn wait_log(&self, message: &str, secs: u64) -> Value {
+        wait_until(
+            Duration::from_secs(secs),
+            &format!("log {message:?}"),
+            || {
+                self.stderr
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                    .find(|v| v["message"] == message)
+            },
+        )
+    }
+
+    /// How many JSON log lines have `message`.
+    pub fn count_log(&self, message: &str) -> usize {
+        self.stderr
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["message"] == message)
+            .count()
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(mut self) -> (i32, TestDaemonOutput) {
         let pid = self.pid();
@@ -167,6 +211,20 @@ impl TestDaemon {
         let status = wait_timeout(self.child.as_mut().unwrap(), Duration::from_secs(30));
         self.child = None;
         // Let the pump threads read to EOF.
+        std::thread::sleep(Duration::from_millis(100));
+        (
+            status,
+            TestDaemonOutput {
+                stdout: self.stdout.lock().unwrap().clone(),
+                stderr: self.stderr.lock().unwrap().clone(),
+            },
+        )
+    }
+
+    /// Waits for an exit already requested (e.g. by a signal sent with `signal_pid`).
+    pub fn terminate_wait(mut self) -> (i32, TestDaemonOutput) {
+        let status = wait_timeout(self.child.as_mut().unwrap(), Duration::from_secs(30));
+        self.child = None;
         std::thread::sleep(Duration::from_millis(100));
         (
             status,
@@ -212,6 +270,11 @@ fn pump(stream: impl std::io::Read + Send + 'static, into: Arc<Mutex<Vec<String>
             }
         }
     });
+}
+
+/// Sends a signal to a pid by name.
+pub fn signal_pid(pid: i32, sig: &str) {
+    unsafe_kill(pid, sig)
 }
 
 fn unsafe_kill(pid: i32, sig: &str) {

@@ -6,5 +6,6 @@ mod harness;
 mod cli;
 mod fake;
 mod fake_front_selftest;
+mod operations;
 mod polling;
 mod webhook;
