@@ -24,11 +24,19 @@ pub struct AdminState {
     pub subscriptions: RwLock<Vec<String>>,
     pub webhook: Option<Arc<WebhookState>>,
     pub polls: Arc<crate::front::poller::PollStatus>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The rate limiter of each Front connection with a token (replaced on reload).
+    pub limiters: RwLock<BTreeMap<String, Arc<crate::front::ratelimit::RateLimiter>>>,
     pub started: std::time::Instant,
 }
 
 /// Handles one admin request.
-pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>, _peer: SocketAddr) -> Resp {
+pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    // `/outbox` also takes POSTs (retry, drop): see `outbox_admin`.
+    let path = req.uri().path();
+    if path == "/outbox" || path.starts_with("/outbox/") {
+        return crate::outbox_admin::handle(state, req, peer).await;
+    }
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");
     }
@@ -144,6 +152,66 @@ pub fn metrics_text(state: &AdminState) -> String {
             }
         }
     }
+    state.metrics.render(&mut out);
+    let limiters = match state.limiters.read() {
+        Ok(l) => l.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let _ = writeln!(
+        out,
+        "# HELP frontsync_front_requests_total Front API responses by connection and HTTP status.\n# TYPE frontsync_front_requests_total counter"
+    );
+    for (name, limiter) in &limiters {
+        for (status, n) in limiter.status_counts() {
+            let _ = writeln!(
+                out,
+                "frontsync_front_requests_total{{connection=\"{}\",status=\"{status}\"}} {n}",
+                escape(name)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP frontsync_front_ratelimit_remaining Requests left in Front's window (x-ratelimit-remaining).\n# TYPE frontsync_front_ratelimit_remaining gauge"
+    );
+    for (name, limiter) in &limiters {
+        if let Some(r) = limiter.stats().remaining {
+            let _ = writeln!(
+                out,
+                "frontsync_front_ratelimit_remaining{{connection=\"{}\"}} {r}",
+                escape(name)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP frontsync_front_ratelimit_limit The pace in requests per minute (configured, or Front's lower limit).\n# TYPE frontsync_front_ratelimit_limit gauge"
+    );
+    for (name, limiter) in &limiters {
+        let _ = writeln!(
+            out,
+            "frontsync_front_ratelimit_limit{{connection=\"{}\"}} {}",
+            escape(name),
+            limiter.stats().limit
+        );
+    }
+    let subscriptions = match state.subscriptions.read() {
+        Ok(v) => v.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let _ = writeln!(
+        out,
+        "# HELP frontsync_poll_lag_seconds Seconds since the event stream was last read to its end.\n# TYPE frontsync_poll_lag_seconds gauge"
+    );
+    for sub in subscriptions {
+        if let Some(lag) = state.polls.get(&sub).and_then(|s| s.lag_seconds) {
+            let _ = writeln!(
+                out,
+                "frontsync_poll_lag_seconds{{subscription=\"{}\"}} {lag}",
+                escape(&sub)
+            );
+        }
+    }
     let sinks = sink_stats(state);
     let _ = writeln!(
         out,
@@ -199,8 +267,4 @@ pub fn metrics_text(state: &AdminState) -> String {
     out
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+use crate::metrics::escape;

@@ -143,8 +143,14 @@ pub async fn run(
     let routing: SharedRouting =
         Arc::new(RwLock::new(Arc::new(names.routing(&config.subscriptions))));
     let bell = Arc::new(SinkBell::default());
-    let (writer, writer_thread) = spawn_writer(store.clone(), routing.clone(), bell.clone())
-        .context("cannot start the state writer")?;
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let (writer, writer_thread) = spawn_writer(
+        store.clone(),
+        routing.clone(),
+        bell.clone(),
+        metrics.clone(),
+    )
+    .context("cannot start the state writer")?;
 
     let intake_stop = CancellationToken::new();
     let webhook_state = Arc::new(WebhookState {
@@ -173,6 +179,8 @@ pub async fn run(
         ),
         webhook: config.webhook.as_ref().map(|_| webhook_state.clone()),
         polls: Arc::new(PollStatus::default()),
+        metrics,
+        limiters: RwLock::new(BTreeMap::new()),
         started: std::time::Instant::now(),
     });
     let conns = TaskTracker::new();
@@ -379,12 +387,14 @@ impl Daemon {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let all_subscriptions = Arc::new(self.config.subscriptions.clone());
+        let mut limiters = BTreeMap::new();
         for (name, front) in &self.config.front {
             let Some(token) = &front.token else { continue };
             let token = token
                 .resolve()
                 .map_err(|e| RunError::Config(format!("[front.{name}] token: {e}")))?;
             let limiter = RateLimiter::new(front.rate_limit_rpm);
+            limiters.insert(name.clone(), limiter.clone());
             let client = FrontClient::new(name, &front.api_base, token, limiter)
                 .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?;
             tracker.spawn(run_enricher(
@@ -421,6 +431,10 @@ impl Daemon {
         }
         tracker.close();
         self.fronts = (stop, tracker);
+        match self.admin.limiters.write() {
+            Ok(mut l) => *l = limiters,
+            Err(p) => *p.into_inner() = limiters,
+        }
         Ok(())
     }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::config::Subscription;
+use crate::metrics::Metrics;
 use crate::normalize::{self, Snapshot};
 use crate::store::{DeadLetterOutcome, DeadLetterSelection, Rejection, Store, StoreError, Txn};
 
@@ -425,12 +426,13 @@ pub fn spawn_writer(
     store: Store,
     routing: SharedRouting,
     bell: Arc<SinkBell>,
+    metrics: Arc<Metrics>,
 ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
     attach(&store, &tx);
     let handle = std::thread::Builder::new()
         .name("frontsync-writer".into())
-        .spawn(move || writer_loop(store, routing, bell, rx))?;
+        .spawn(move || writer_loop(store, routing, bell, metrics, rx))?;
     Ok((Writer { tx }, handle))
 }
 
@@ -438,6 +440,7 @@ fn writer_loop(
     store: Store,
     routing: SharedRouting,
     bell: Arc<SinkBell>,
+    metrics: Arc<Metrics>,
     mut rx: mpsc::Receiver<WriteOp>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH_OPS);
@@ -453,16 +456,23 @@ fn writer_loop(
             Ok(r) => r.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         };
-        commit_batch(&store, &routing, &bell, &mut batch);
+        commit_batch(&store, &routing, &bell, &metrics, &mut batch);
     }
     tracing::debug!("state writer stopped");
 }
 
 /// Applies and commits one batch, then answers every caller in it.
-fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut Vec<WriteOp>) {
+fn commit_batch(
+    store: &Store,
+    routing: &Routing,
+    bell: &SinkBell,
+    metrics: &Metrics,
+    batch: &mut Vec<WriteOp>,
+) {
     let started = std::time::Instant::now();
     let now = now_ms();
     let mut touched = BTreeSet::new();
+    let mut emitted = Vec::new();
     let mut deferred = BTreeSet::new();
     // Answers of the dead-letter operations, in batch order.
     let mut letters = std::collections::VecDeque::new();
@@ -475,7 +485,15 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
                 } => {
                     let mut outcome = IngestOutcome::default();
                     for ev in events {
-                        apply_event(txn, routing, ev, now, &mut outcome, &mut touched)?;
+                        apply_event(
+                            txn,
+                            routing,
+                            ev,
+                            now,
+                            &mut outcome,
+                            &mut touched,
+                            &mut emitted,
+                        )?;
                     }
                     for c in cursors {
                         txn.set_cursor(&c.kind, &c.name, &c.value)?;
@@ -537,8 +555,21 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
         Ok(outcomes)
     });
     let ops = batch.len();
+    metrics.batch_size.observe(ops as f64);
+    metrics
+        .commit_seconds
+        .observe(started.elapsed().as_secs_f64());
     match result {
         Ok(outcomes) => {
+            metrics.add_highlights(&emitted);
+            for o in outcomes.iter().flatten() {
+                metrics
+                    .events_ingested
+                    .fetch_add(o.new_events as u64, std::sync::atomic::Ordering::Relaxed);
+                metrics
+                    .events_duplicate
+                    .fetch_add(o.duplicates as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             for sink in &touched {
                 bell.ring(sink);
             }
@@ -573,6 +604,9 @@ fn commit_batch(store: &Store, routing: &Routing, bell: &SinkBell, batch: &mut V
             );
         }
         Err(e) => {
+            metrics
+                .commit_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(
                 ops,
                 error = %e,
@@ -608,6 +642,7 @@ fn apply_event(
     now: u64,
     outcome: &mut IngestOutcome,
     touched: &mut BTreeSet<String>,
+    emitted: &mut Vec<(String, &'static str)>,
 ) -> Result<(), StoreError> {
     if ev.completes_preview {
         txn.remove_pending_preview(&ev.connection, &ev.event_id)?;
@@ -632,9 +667,9 @@ fn apply_event(
             continue;
         }
         let prev: Option<ConversationState> = txn.conversation(&sub.name, cnv)?;
-        let (state, emitted) = decide(sub, &route.inbox_ids, prev, &ev.snapshot);
+        let (state, emission) = decide(sub, &route.inbox_ids, prev, &ev.snapshot);
         txn.put_conversation(&sub.name, cnv, &state)?;
-        if let Some(highlight) = emitted {
+        if let Some(highlight) = emission {
             let json = serde_json::to_vec(&highlight).map_err(|e| StoreError::Db {
                 path: Default::default(),
                 message: format!("cannot serialize highlight: {e}"),
@@ -644,6 +679,11 @@ fn apply_event(
                 touched.insert(sink.clone());
             }
             outcome.highlights += 1;
+            let change = match highlight.change {
+                Change::Created => "created",
+                Change::Updated => "updated",
+            };
+            emitted.push((sub.name.clone(), change));
         }
     }
     Ok(())
@@ -736,4 +776,65 @@ pub fn now_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Rejection;
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn dead_letter_ops_go_through_the_writer_and_do_not_keep_it_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let json = serde_json::to_vec(&serde_json::json!({"id": "s:c1", "revision": 1})).unwrap();
+        store.write(|t| t.enqueue("a", &json)).unwrap();
+        let bell = Arc::new(SinkBell::default());
+        let routing: SharedRouting = Arc::new(RwLock::new(Arc::new(Routing::default())));
+        let (writer, thread) =
+            spawn_writer(store.clone(), routing, bell.clone(), Default::default()).unwrap();
+        let rt = rt();
+        let rejection = Rejection {
+            error: "rejected".into(),
+            status: Some(400),
+            body_excerpt: None,
+            attempts: 1,
+        };
+        rt.block_on(writer.dead_letter("a", 1, rejection)).unwrap();
+
+        let attached = Writer::attached(&store).expect("the running writer is attached");
+        let (unknown, requeued) = rt.block_on(async {
+            // Both in flight at once, likely one commit: the refused one fails nothing.
+            tokio::join!(
+                attached.drop_dead_letters("a", DeadLetterSelection::Seqs(vec![9])),
+                writer.requeue_dead_letters("a", DeadLetterSelection::All),
+            )
+        });
+        assert_eq!(unknown.unwrap(), DeadLetterOutcome::Unknown(vec![9]));
+        let DeadLetterOutcome::Done(moved) = requeued.unwrap() else {
+            panic!("requeue refused")
+        };
+        assert_eq!(moved.len(), 1);
+        assert_eq!(moved[0].new_seq, Some(2));
+        assert_eq!(store.outbox_depth("a").unwrap(), 1);
+        // The commit rang the sink's bell.
+        rt.block_on(async {
+            tokio::time::timeout(std::time::Duration::from_secs(5), bell.bell("a").notified())
+                .await
+                .expect("bell rung")
+        });
+
+        // A weak registration: once the handles are gone the writer stops.
+        drop(attached);
+        drop(writer);
+        thread.join().unwrap();
+        assert!(Writer::attached(&store).is_none());
+    }
 }

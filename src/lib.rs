@@ -9,6 +9,7 @@
 //! - [`store`]: the redb state database behind a typed facade (only module touching redb).
 //! - [`ingest`]: the single writer thread: dedupe, route, outbox append, group commit.
 //! - [`outbox`]: one task per sink draining its durable outbox, with backoff and dead letters.
+//! - [`outbox_admin`]: `frontsync outbox` and the admin routes to list, retry, drop dead letters.
 //! - [`webhook`]: the hyper webhook listener and Front signature checks.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
 //! - [`http`]: the small hyper server loop both listeners share.
@@ -25,9 +26,11 @@ pub mod front;
 pub mod http;
 pub mod ingest;
 pub mod logging;
+pub mod metrics;
 pub mod normalize;
 pub mod notify;
 pub mod outbox;
+pub mod outbox_admin;
 pub mod secret;
 pub mod signals;
 pub mod store;

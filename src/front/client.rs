@@ -491,6 +491,7 @@ impl FrontClient {
 
             inner.limiter.observe(response.headers());
             let status = response.status();
+            inner.limiter.record_status(status.as_u16());
 
             if status == StatusCode::TOO_MANY_REQUESTS {
                 throttled += 1;

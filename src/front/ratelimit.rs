@@ -46,6 +46,8 @@ pub struct RateStats {
 #[derive(Debug)]
 pub struct RateLimiter {
     state: Mutex<State>,
+    /// Responses by HTTP status, for metrics.
+    statuses: Mutex<std::collections::BTreeMap<u16, u64>>,
 }
 
 impl RateLimiter {
@@ -53,6 +55,7 @@ impl RateLimiter {
     pub fn new(rpm: u32) -> Arc<RateLimiter> {
         Arc::new(RateLimiter {
             state: Mutex::new(State::new(rpm, Instant::now())),
+            statuses: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -91,6 +94,20 @@ impl RateLimiter {
         let jitter = jitter_fraction();
         self.lock()
             .on_429(retry_after, tier, Instant::now(), jitter);
+    }
+
+    /// Counts one response by its HTTP status (for metrics).
+    pub fn record_status(&self, status: u16) {
+        let mut m = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
+        *m.entry(status).or_default() += 1;
+    }
+
+    /// Responses so far, by HTTP status.
+    pub fn status_counts(&self) -> std::collections::BTreeMap<u16, u64> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// A snapshot of the counters.

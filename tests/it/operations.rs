@@ -216,6 +216,10 @@ fn metrics_and_status_reflect_delivered_events() {
         "frontsync_webhooks_received_total{connection=\"acme\",outcome=\"unauthorized\"} 1",
         "frontsync_sink_delivered_total{sink=\"archive\"} 3",
         "frontsync_outbox_depth{sink=\"archive\"} 0",
+        "frontsync_events_ingested_total{result=\"new\"} 3",
+        "frontsync_highlights_emitted_total{subscription=\"support\",change=\"created\"} 3",
+        "frontsync_ingest_commit_seconds_bucket{le=\"+Inf\"}",
+        "frontsync_ingest_batch_size_count",
     ] {
         assert!(
             metrics.contains(expected),
