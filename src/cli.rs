@@ -62,6 +62,20 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         front: String,
     },
+    /// Show each sink's outbox depth and dead letters; retry or drop dead letters.
+    ///
+    /// Works with the daemon running (through its admin listener) or stopped (on the state
+    /// file).
+    Outbox {
+        #[command(subcommand)]
+        action: Option<OutboxAction>,
+        /// Print JSON.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Dead letters listed per sink.
+        #[arg(long, default_value_t = 100, value_name = "N")]
+        limit: usize,
+    },
     /// Print the Highlight the daemon would emit for a conversation; writes nothing.
     Preview {
         /// The subscription whose rules (labels, id prefix) apply.
@@ -88,5 +102,34 @@ pub enum Command {
         /// Write frontsync.1 and one frontsync-COMMAND.1 per subcommand into this folder.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+/// `frontsync outbox retry|drop`.
+#[derive(Debug, Subcommand)]
+pub enum OutboxAction {
+    /// Requeue dead letters: each goes to the END of the sink's outbox with a new seq, so it
+    /// is delivered after everything already queued (possibly after a later revision of the
+    /// same Highlight).
+    Retry {
+        /// The sink: the NAME of a [sinks.NAME] table.
+        sink: String,
+        /// Every dead letter of the sink.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Dead letter IDs, as `frontsync outbox` lists them.
+        #[arg(value_name = "ID", required_unless_present = "all")]
+        ids: Vec<u64>,
+    },
+    /// Delete dead letters for good.
+    Drop {
+        /// The sink: the NAME of a [sinks.NAME] table.
+        sink: String,
+        /// Every dead letter of the sink.
+        #[arg(long, conflicts_with = "ids")]
+        all: bool,
+        /// Dead letter IDs, as `frontsync outbox` lists them.
+        #[arg(value_name = "ID", required_unless_present = "all")]
+        ids: Vec<u64>,
     },
 }

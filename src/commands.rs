@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use frontsync_sinks::Change;
 
+use crate::cli::OutboxAction;
 use crate::config::{self, Config, SinkConfig};
 use crate::daemon;
 use crate::front::client::FrontClient;
@@ -437,4 +438,35 @@ fn synthetic_event(
         event["target"] = serde_json::json!({ "_meta": { "type": "message" }, "data": m });
     }
     event
+}
+
+/// `frontsync outbox [retry|drop]`: see [`crate::outbox_admin`].
+pub fn outbox(path: &Path, action: Option<OutboxAction>, json: bool, limit: usize) -> u8 {
+    use crate::outbox_admin::{Action, Command};
+    use crate::store::DeadLetterSelection;
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let selection = |all: bool, ids: Vec<u64>| {
+        if all {
+            DeadLetterSelection::All
+        } else {
+            DeadLetterSelection::Seqs(ids)
+        }
+    };
+    let command = match action {
+        None => Command::List { limit },
+        Some(OutboxAction::Retry { sink, all, ids }) => Command::Change {
+            action: Action::Retry,
+            sink,
+            selection: selection(all, ids),
+        },
+        Some(OutboxAction::Drop { sink, all, ids }) => Command::Change {
+            action: Action::Drop,
+            sink,
+            selection: selection(all, ids),
+        },
+    };
+    crate::outbox_admin::command(&config, command, json)
 }

@@ -46,7 +46,8 @@ pub fn man_pages() -> Vec<(String, Vec<u8>)> {
     let mut pages = vec![("frontsync.1".to_string(), main_page(&cmd))];
     fn walk(parent: &clap::Command, pages: &mut Vec<(String, Vec<u8>)>) {
         for sub in parent.get_subcommands().filter(|s| !s.is_hide_set()) {
-            let man = clap_mangen::Man::new(sub.clone());
+            let man = clap_mangen::Man::new(sub.clone())
+                .source(format!("{BIN_NAME} {}", env!("CARGO_PKG_VERSION")));
             let mut text = Vec::new();
             man.render(&mut text).expect("writing to a Vec cannot fail");
             text.extend_from_slice(see_also(BIN_NAME).as_bytes());
@@ -66,7 +67,7 @@ fn main_page(cmd: &clap::Command) -> Vec<u8> {
         man.render_title(out)?;
         man.render_name_section(out)?;
         man.render_synopsis_section(out)?;
-        man.render_description_section(out)?;
+        out.write_all(MAIN_PAGE_DESCRIPTION.as_bytes())?;
         man.render_options_section(out)?;
         man.render_subcommands_section(out)?;
         out.write_all(MAIN_PAGE_EXTRA.as_bytes())?;
@@ -91,6 +92,20 @@ fn main_page(cmd: &clap::Command) -> Vec<u8> {
 fn see_also(bin: &str) -> String {
     format!(".SH \"SEE ALSO\"\n\\fB{bin}\\fR(1)\n")
 }
+
+/// The DESCRIPTION of `frontsync.1` (roff): what the daemon does, for a sysadmin.
+const MAIN_PAGE_DESCRIPTION: &str = r#".SH DESCRIPTION
+\fBfrontsync\fR keeps customer conversations from Front flowing into NEXT AI as
+Highlights, and into any tool that reads JSON lines. \fBfrontsync run\fR receives Front's
+webhooks (and polls its API), checks their signatures, records each event durably in an
+embedded database and delivers one Highlight per conversation to each configured sink
+(NEXT AI over HTTP, a JSONL file, stdout) exactly once per sink, across crashes and sink
+outages. The other commands validate the configuration, query the running daemon and
+print what it would emit.
+.PP
+Under systemd the service \fBfrontsync.service\fR runs \fBfrontsync check\fR before it
+starts, then \fBfrontsync run \-\-config /etc/frontsync/config.toml\fR; see \fBFILES\fR.
+"#;
 
 /// Sections of `frontsync.1` that clap knows nothing about (roff).
 const MAIN_PAGE_EXTRA: &str = r#".SH "EXIT STATUS"
@@ -122,7 +137,7 @@ are read from \fI$CREDENTIALS_DIRECTORY/name\fR.
 The configuration (TOML). It holds no secrets and must be readable by the service's
 transient user.
 .TP
-\fI/lib/systemd/system/frontsync.service\fR
+\fI/usr/lib/systemd/system/frontsync.service\fR
 The hardened systemd unit; add \fBLoadCredential=\fR lines with \fBsystemctl edit frontsync\fR.
 .TP
 \fI/var/lib/frontsync/\fR

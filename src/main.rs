@@ -15,6 +15,11 @@ fn main() -> ExitCode {
         Command::Check { online } => commands::check(&cli.config, online),
         Command::Status { json } => commands::status(&cli.config, json),
         Command::Inboxes { front } => commands::inboxes(&cli.config, &front),
+        Command::Outbox {
+            action,
+            json,
+            limit,
+        } => commands::outbox(&cli.config, action, json, limit),
         Command::Preview {
             subscription,
             conversation,

@@ -28,6 +28,10 @@ pub struct Args {
     /// Keep the prepared state file here (reuse it with `webhooks --seed-state`).
     #[arg(long, value_name = "PATH")]
     pub keep: Option<PathBuf>,
+    /// Before each start, wait up to this many seconds for other processes to use less
+    /// than 0.2 cores. 0 = do not wait.
+    #[arg(long, default_value_t = 30)]
+    pub quiet_wait: u64,
 }
 
 /// A Front-looking event id (`evt_` + 16 hex digits), distinct for every `i` (multiplying by
@@ -99,8 +103,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             "state/frontsync.redb",
             false,
         )?;
-        empty_runs.push(start_once(&daemon, &config)?);
-        seeded_runs.push(start_once(&daemon, &seeded_config)?);
+        empty_runs.push(start_once(&daemon, &config, args.quiet_wait)?);
+        seeded_runs.push(start_once(&daemon, &seeded_config, args.quiet_wait)?);
     }
     let after = std::fs::metadata(&state)?.len();
     if let Some(keep) = &args.keep {
@@ -178,7 +182,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn start_once(daemon: &Path, config: &Path) -> anyhow::Result<Figures> {
+fn start_once(daemon: &Path, config: &Path, quiet_wait: u64) -> anyhow::Result<Figures> {
+    if quiet_wait > 0 {
+        server::wait_quiet(Duration::from_secs(quiet_wait), 0.2);
+    }
     let srv = Server::spawn(server::frontsync_command(daemon, config), "frontsync")?;
     let mut f = Figures::new();
     f.insert("ready_ms", srv.ready_after.as_secs_f64() * 1e3);

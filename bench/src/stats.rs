@@ -73,7 +73,7 @@ pub fn summarize(runs: &[&Figures]) -> BTreeMap<&'static str, Spread> {
 /// A human number: few significant digits, no exponent.
 pub fn fmt_num(x: f64) -> String {
     let a = x.abs();
-    if a >= 1000.0 {
+    if a >= 1000.0 || (x.fract() == 0.0 && a < 1e15) {
         format!("{x:.0}")
     } else if a >= 100.0 {
         format!("{x:.1}")

@@ -28,6 +28,9 @@ _frontsync() {
             frontsync,man)
                 cmd="frontsync__subcmd__man"
                 ;;
+            frontsync,outbox)
+                cmd="frontsync__subcmd__outbox"
+                ;;
             frontsync,preview)
                 cmd="frontsync__subcmd__preview"
                 ;;
@@ -37,6 +40,12 @@ _frontsync() {
             frontsync,status)
                 cmd="frontsync__subcmd__status"
                 ;;
+            frontsync__subcmd__outbox,drop)
+                cmd="frontsync__subcmd__outbox__subcmd__drop"
+                ;;
+            frontsync__subcmd__outbox,retry)
+                cmd="frontsync__subcmd__outbox__subcmd__retry"
+                ;;
             *)
                 ;;
         esac
@@ -44,7 +53,7 @@ _frontsync() {
 
     case "${cmd}" in
         frontsync)
-            opts="-h -V --config --log-format --log-level --help --version run check status inboxes preview completions man"
+            opts="-h -V --config --log-format --log-level --help --version run check status inboxes outbox preview completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -162,6 +171,88 @@ _frontsync() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        frontsync__subcmd__outbox)
+            opts="-h -V --json --limit --config --log-format --log-level --help --version retry drop"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        frontsync__subcmd__outbox__subcmd__drop)
+            opts="-h -V --all --json --config --log-format --log-level --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        frontsync__subcmd__outbox__subcmd__retry)
+            opts="-h -V --all --json --config --log-format --log-level --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

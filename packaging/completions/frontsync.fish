@@ -34,6 +34,7 @@ complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "run" -d 'Run th
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "check" -d 'Validate the configuration; print one line per subscription'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "status" -d 'Ask the running daemon for cursors, lag, outbox depth and errors'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "inboxes" -d 'List the inboxes a connection\'s token can see (id, name, private?)'
+complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "outbox" -d 'Show each sink\'s outbox depth and dead letters; retry or drop dead letters'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "preview" -d 'Print the Highlight the daemon would emit for a conversation; writes nothing'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell)'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "man" -d 'Print the man page frontsync(1) on stdout, or write every page into a folder'
@@ -64,6 +65,32 @@ json\t'One JSON object per event'"
 complete -c frontsync -n "__fish_frontsync_using_subcommand inboxes" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
 complete -c frontsync -n "__fish_frontsync_using_subcommand inboxes" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c frontsync -n "__fish_frontsync_using_subcommand inboxes" -s V -l version -d 'Print version'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -l limit -d 'Dead letters listed per sink' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -l config -d 'Configuration file' -r -F
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'
+json\t'One JSON object per event'"
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -l json -d 'Print JSON'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -s V -l version -d 'Print version'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -f -a "retry" -d 'Requeue dead letters: each goes to the END of the sink\'s outbox with a new seq, so it is delivered after everything already queued (possibly after a later revision of the same Highlight)'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and not __fish_seen_subcommand_from retry drop" -f -a "drop" -d 'Delete dead letters for good'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -l config -d 'Configuration file' -r -F
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'
+json\t'One JSON object per event'"
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -l all -d 'Every dead letter of the sink'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -l json -d 'Print JSON'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from retry" -s V -l version -d 'Print version'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -l config -d 'Configuration file' -r -F
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'
+json\t'One JSON object per event'"
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -l all -d 'Every dead letter of the sink'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -l json -d 'Print JSON'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c frontsync -n "__fish_frontsync_using_subcommand outbox; and __fish_seen_subcommand_from drop" -s V -l version -d 'Print version'
 complete -c frontsync -n "__fish_frontsync_using_subcommand preview" -l subscription -d 'The subscription whose rules (labels, id prefix) apply' -r
 complete -c frontsync -n "__fish_frontsync_using_subcommand preview" -l config -d 'Configuration file' -r -F
 complete -c frontsync -n "__fish_frontsync_using_subcommand preview" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'

@@ -94,7 +94,7 @@ pub struct LetterMoved {
     /// Its new outbox seq, when it was requeued (at the end of the outbox).
     pub new_seq: Option<u64>,
     /// The Highlight's `id` (empty when the stored record has none).
-    pub id: String,
+    pub highlight_id: String,
     /// The Highlight's `revision` (0 when the stored record has none).
     pub revision: u64,
 }
@@ -690,7 +690,7 @@ impl Txn<'_> {
             moved.push(LetterMoved {
                 seq,
                 new_seq: Some(new_seq),
-                id: key.id,
+                highlight_id: key.id,
                 revision: key.revision,
             });
         }
@@ -719,7 +719,7 @@ impl Txn<'_> {
             dropped.push(LetterMoved {
                 seq,
                 new_seq: None,
-                id: key.as_ref().map(|k| k.id.clone()).unwrap_or_default(),
+                highlight_id: key.as_ref().map(|k| k.id.clone()).unwrap_or_default(),
                 revision: key.map(|k| k.revision).unwrap_or(0),
             });
         }
@@ -918,7 +918,11 @@ mod tests {
             body_excerpt: None,
             attempts: 1,
         };
-        assert!(store.write(|t| t.dead_letter(sink, seq, &rejection, 1)).unwrap());
+        assert!(
+            store
+                .write(|t| t.dead_letter(sink, seq, &rejection, 1))
+                .unwrap()
+        );
     }
 
     fn real_highlight_json(id: &str, revision: u64) -> Vec<u8> {
@@ -976,7 +980,7 @@ mod tests {
             DeadLetterOutcome::Done(vec![LetterMoved {
                 seq: 1,
                 new_seq: Some(4),
-                id: "s:c1".into(),
+                highlight_id: "s:c1".into(),
                 revision: 1,
             }])
         );
@@ -1038,7 +1042,9 @@ mod tests {
         let outcome = store
             .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::Seqs(vec![2])))
             .unwrap();
-        assert!(matches!(&outcome, DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].id == "s:c2"));
+        assert!(
+            matches!(&outcome, DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].highlight_id == "s:c2")
+        );
         assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
         let all = store
             .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::All))
@@ -1075,7 +1081,7 @@ mod tests {
             store
                 .write(|t| t.drop_dead_letters("a", &DeadLetterSelection::All))
                 .unwrap(),
-            DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].id.is_empty()
+            DeadLetterOutcome::Done(v) if v.len() == 1 && v[0].highlight_id.is_empty()
         ));
     }
 

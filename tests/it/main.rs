@@ -6,6 +6,7 @@ mod harness;
 mod cli;
 mod fake;
 mod fake_front_selftest;
+mod next_sink;
 mod operations;
 mod polling;
 mod webhook;

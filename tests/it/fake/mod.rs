@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod front;
+pub mod next;
 
 // Re-exported for scenario tests; not every one is used yet.
 #[allow(unused_imports)]

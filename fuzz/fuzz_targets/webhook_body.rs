@@ -1,0 +1,6 @@
+#![no_main]
+//! See `frontsync_fuzz::checks::webhook_body` for the properties checked.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| frontsync_fuzz::checks::webhook_body(data));
