@@ -67,7 +67,13 @@ fn writer_batches(c: &mut Criterion) {
     let routing = Arc::new(RwLock::new(Arc::new(
         InboxNames::default().routing(&config.subscriptions),
     )));
-    let (writer, thread) = spawn_writer(store, routing, Arc::new(SinkBell::default())).unwrap();
+    let (writer, thread) = spawn_writer(
+        store,
+        routing,
+        Arc::new(SinkBell::default()),
+        Default::default(),
+    )
+    .unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -81,7 +87,7 @@ fn writer_batches(c: &mut Criterion) {
             b.iter_batched(
                 || events(&template, &mut next, n),
                 |batch| {
-                    let out = rt.block_on(writer.ingest(batch, None)).unwrap();
+                    let out = rt.block_on(writer.ingest(batch, Vec::new())).unwrap();
                     assert_eq!(out.new_events, n);
                 },
                 BatchSize::SmallInput,

@@ -227,3 +227,33 @@ fn metrics_and_status_reflect_delivered_events() {
         );
     }
 }
+
+#[test]
+fn under_journald_lines_have_priority_prefixes_and_no_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, base_config(dir.path(), "")).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    signal_pid(child.id() as i32, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ready = stderr
+        .lines()
+        .find(|l| l.contains("ready"))
+        .expect("a ready line");
+    assert!(ready.starts_with("<6>ready"), "{ready}");
+    assert!(
+        !stderr.contains("2026-") && !stderr.contains("INFO"),
+        "{stderr}"
+    );
+}
