@@ -4,6 +4,7 @@
 mod harness;
 
 mod cli;
+mod crash;
 mod fake;
 mod fake_front_selftest;
 mod next_sink;
