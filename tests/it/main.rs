@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod crash;
+mod economy;
 mod fake;
 mod fake_front_selftest;
 mod next_sink;
