@@ -27,6 +27,9 @@ pub struct AdminState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The rate limiter of each Front connection with a token (replaced on reload).
     pub limiters: RwLock<BTreeMap<String, Arc<crate::front::ratelimit::RateLimiter>>>,
+    /// The token source of each OAuth connection (replaced on reload), for
+    /// `POST /oauth/{connection}/grant`.
+    pub oauth: RwLock<BTreeMap<String, Arc<crate::front::oauth::OAuthSource>>>,
     pub started: std::time::Instant,
 }
 
@@ -36,6 +39,10 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>, peer: Socket
     let path = req.uri().path();
     if path == "/outbox" || path.starts_with("/outbox/") {
         return crate::outbox_admin::handle(state, req, peer).await;
+    }
+    // `frontsync auth` hands a new OAuth grant to the running daemon: see `auth`.
+    if path.starts_with("/oauth/") {
+        return crate::auth::handle_admin(state, req, peer).await;
     }
     if req.method() != Method::GET {
         return error(StatusCode::METHOD_NOT_ALLOWED, "use GET");

@@ -85,6 +85,15 @@ pub enum Command {
         #[arg(value_name = "CNV_ID")]
         conversation: String,
     },
+    /// Authorize frontsync for an OAuth connection and store the grant in the state database.
+    ///
+    /// Prints Front's authorize URL, then waits for the browser's redirect on the loopback
+    /// address of the connection's redirect_uri. While the daemon runs, the grant is handed
+    /// to it through its admin listener.
+    Auth {
+        #[command(subcommand)]
+        target: AuthTarget,
+    },
     /// Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell).
     ///
     /// bash: `frontsync completions bash > /etc/bash_completion.d/frontsync`;
@@ -102,6 +111,25 @@ pub enum Command {
         /// Write frontsync.1 and one frontsync-COMMAND.1 per subcommand into this folder.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+}
+
+/// `frontsync auth front`.
+#[derive(Debug, Subcommand)]
+pub enum AuthTarget {
+    /// A Front connection with `auth = { oauth = ... }`.
+    Front {
+        /// The connection: the NAME of a [front.NAME] table.
+        #[arg(value_name = "NAME")]
+        name: String,
+        /// The code from the address Front redirected to (or that whole address): for a
+        /// headless server, where the browser runs elsewhere. No listener runs and the
+        /// state parameter is not checked.
+        #[arg(long, value_name = "CODE")]
+        code: Option<String>,
+        /// How long to wait for the redirect.
+        #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 

@@ -216,6 +216,9 @@ fn front_client(config: &Config, name: &str) -> Option<FrontClient> {
         );
         return None;
     };
+    if let Some(oauth) = &front.oauth {
+        return oauth_client(config, name, front, oauth);
+    }
     let Some(token) = &front.token else {
         eprintln!("error: [front.{name}] has no token; the api cannot be called without one");
         return None;
@@ -237,12 +240,72 @@ fn front_client(config: &Config, name: &str) -> Option<FrontClient> {
     }
 }
 
+/// A client for an OAuth connection, with the grant from the state database. The daemon
+/// must not be running (it holds the file); a refresh made here is stored in the file.
+fn oauth_client(
+    config: &Config,
+    name: &str,
+    front: &crate::config::FrontConfig,
+    oauth: &crate::config::OAuthConfig,
+) -> Option<FrontClient> {
+    use crate::front::oauth::{OAuthApp, OAuthSource, Persist, auth_command};
+    use crate::store::{Store, StoreError};
+    let app = match OAuthApp::from_config(oauth) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: [front.{name}] auth.oauth.client_secret: {e}");
+            return None;
+        }
+    };
+    let path = &config.state.path;
+    if !path.exists() {
+        eprintln!(
+            "error: [front.{name}] has no oauth grant yet (there is no state database at {}): run `{}`",
+            path.display(),
+            auth_command(name, &config.source_path)
+        );
+        return None;
+    }
+    let store = match Store::open(path) {
+        Ok(s) => s,
+        Err(StoreError::AlreadyInUse(_)) => {
+            eprintln!(
+                "error: [front.{name}] uses oauth and its grant is in the state database the running daemon holds: stop the daemon to call front from the command line (the daemon's own view is in `frontsync status`)"
+            );
+            return None;
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return None;
+        }
+    };
+    let client = OAuthSource::new(name, &config.source_path, app, store, Persist::Store)
+        .map_err(|e| e.to_string())
+        .and_then(|source| {
+            FrontClient::with_oauth(
+                name,
+                &front.api_base,
+                source,
+                RateLimiter::new(front.rate_limit_rpm),
+                crate::front::client::ClientOptions::default(),
+            )
+            .map_err(|e| e.to_string())
+        });
+    match client {
+        Ok(c) => Some(c),
+        Err(e) => {
+            eprintln!("error: {e}");
+            None
+        }
+    }
+}
+
 /// `check --online`: Front's `/me` and `/inboxes` per connection with a token, then each
 /// sink's health check. Prints one line per check; true when all passed.
 async fn check_online(config: &Config) -> bool {
     let mut ok = true;
     for (name, front) in &config.front {
-        if front.token.is_none() {
+        if !front.has_api_access() {
             println!("front {name}: webhook-only (no token), nothing to call");
             continue;
         }
@@ -469,4 +532,18 @@ pub fn outbox(path: &Path, action: Option<OutboxAction>, json: bool, limit: usiz
         },
     };
     crate::outbox_admin::command(&config, command, json)
+}
+
+/// `frontsync auth front NAME`: see [`crate::auth`].
+pub fn auth(path: &Path, target: crate::cli::AuthTarget) -> u8 {
+    let crate::cli::AuthTarget::Front {
+        name,
+        code,
+        timeout,
+    } = target;
+    let config = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::auth::command(&config, &name, crate::auth::AuthOptions { code, timeout })
 }

@@ -51,6 +51,15 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8788";
 pub const DEFAULT_API_BASE: &str = "https://api2.frontapp.com";
 /// `[front.X] rate_limit_rpm` when absent: the limit of Front's smallest plans.
 pub const DEFAULT_RATE_LIMIT_RPM: u32 = 50;
+/// `[front.X] rate_limit_rpm` when absent on an OAuth connection: Front gives each OAuth
+/// app its own bucket of 120 requests per minute.
+pub const DEFAULT_OAUTH_RATE_LIMIT_RPM: u32 = 120;
+/// `[front.X] auth.oauth.authorize_url` when absent.
+pub const DEFAULT_OAUTH_AUTHORIZE_URL: &str = "https://app.frontapp.com/oauth/authorize";
+/// `[front.X] auth.oauth.token_url` when absent.
+pub const DEFAULT_OAUTH_TOKEN_URL: &str = "https://app.frontapp.com/oauth/token";
+/// `[front.X] auth.oauth.redirect_uri` when absent: where `frontsync auth` listens.
+pub const DEFAULT_OAUTH_REDIRECT_URI: &str = "http://127.0.0.1:8790/callback";
 /// Largest allowed `[front.X] rate_limit_rpm`.
 pub const MAX_RATE_LIMIT_RPM: u32 = 10_000;
 /// `[[subscription]] poll_interval` when absent and the connection has a token. Without a
@@ -112,14 +121,40 @@ pub struct FrontConfig {
     pub name: String,
     /// No trailing `/`. Default `https://api2.frontapp.com`.
     pub api_base: String,
-    /// `None`: webhook-only connection (no polling, no enrichment, no inbox names).
+    /// `None`: webhook-only connection (no polling, no enrichment, no inbox names), unless
+    /// `oauth` is set.
     pub token: Option<Secret>,
-    /// Requests per minute. Default 50, allowed 1..=10000.
+    /// `auth = { oauth = { ... } }`: API access through an OAuth grant obtained with
+    /// `frontsync auth front NAME`. Never set together with `token`.
+    pub oauth: Option<OAuthConfig>,
+    /// Requests per minute. Default 50 (120 for OAuth), allowed 1..=10000.
     pub rate_limit_rpm: u32,
     /// Verifies "Send to a Webhook" rules (HMAC-SHA1).
     pub rule_webhook_secret: Option<Secret>,
     /// Verifies application webhooks (HMAC-SHA256 + timestamp).
     pub app_webhook_secret: Option<Secret>,
+}
+
+impl FrontConfig {
+    /// Whether the connection can call Front's API (a token or an OAuth app).
+    pub fn has_api_access(&self) -> bool {
+        self.token.is_some() || self.oauth.is_some()
+    }
+}
+
+/// `[front.NAME] auth = { oauth = { ... } }`: a Front OAuth app. The grant itself (access
+/// and refresh tokens) lives in the state database, never in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthConfig {
+    /// The app's client id (not a secret: it is part of the authorize URL).
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// Default `https://app.frontapp.com/oauth/authorize`.
+    pub authorize_url: String,
+    /// Default `https://app.frontapp.com/oauth/token`.
+    pub token_url: String,
+    /// Exactly as registered in the Front app. Default `http://127.0.0.1:8790/callback`.
+    pub redirect_uri: String,
 }
 
 /// `[sinks.NAME]`, by `type`.
@@ -345,6 +380,13 @@ impl Config {
                     check(table.clone(), key, secret);
                 }
             }
+            if let Some(oauth) = &front.oauth {
+                check(
+                    table.clone(),
+                    "auth.oauth.client_secret",
+                    &oauth.client_secret,
+                );
+            }
         }
         for (name, sink) in &self.sinks {
             if let SinkConfig::Next(next) = sink {
@@ -471,6 +513,26 @@ struct RawFront {
     rate_limit_rpm: Option<Spanned<i64>>,
     rule_webhook_secret: Option<RawSecret>,
     app_webhook_secret: Option<RawSecret>,
+    /// `auth`, split off before deserializing (like `[[subscription.label]]`) so its own
+    /// unknown keys are reported with their place, and filled in afterwards.
+    #[serde(skip)]
+    auth: Option<RawAuth>,
+}
+
+/// `auth` of a `[front.NAME]`: its span and the `oauth` table, when it could be read.
+struct RawAuth {
+    span: Range<usize>,
+    oauth: Option<RawOAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table")]
+struct RawOAuth {
+    client_id: Spanned<String>,
+    client_secret: RawSecret,
+    authorize_url: Option<Spanned<String>>,
+    token_url: Option<Spanned<String>>,
+    redirect_uri: Option<Spanned<String>>,
 }
 
 /// The sink types, as written in `type`. One raw struct per type, so each type's unknown
@@ -694,8 +756,12 @@ impl<'a> Cx<'a> {
                 }
                 "front" => {
                     for (name, value) in self.named_tables(value, "front", "[front.acme]") {
-                        let table = format!("[front.{}]", name.get_ref());
-                        let front = self.de(value, &table);
+                        let table = format!("[front.{}]", shown(name.get_ref()));
+                        let (value, auth) = self.split_auth(value, &table);
+                        let front = self.de::<RawFront>(value, &table).map(|mut f| {
+                            f.auth = auth;
+                            f
+                        });
                         raw.front.push((name, front));
                     }
                 }
@@ -719,6 +785,58 @@ impl<'a> Cx<'a> {
             }
         }
         raw
+    }
+
+    /// Takes `auth` out of a `[front.X]` body and reads it: `auth = { oauth = { ... } }`
+    /// (or `[front.X.auth.oauth]`). Its problems are reported here, each at its place.
+    fn split_auth<'t>(
+        &mut self,
+        value: Spanned<DeValue<'t>>,
+        table: &str,
+    ) -> (Spanned<DeValue<'t>>, Option<RawAuth>) {
+        let span = value.span();
+        let mut body = match value.into_inner() {
+            DeValue::Table(body) => body,
+            // Not a table: `de` reports it.
+            other => return (Spanned::new(span, other), None),
+        };
+        let Some((_, auth)) = body.remove_entry("auth") else {
+            return (Spanned::new(span, DeValue::Table(body)), None);
+        };
+        let auth_span = auth.span();
+        const SHAPE: &str =
+            "use auth = { oauth = { client_id = \"...\", client_secret = { env = \"...\" } } }";
+        let mut raw = RawAuth {
+            span: auth_span.clone(),
+            oauth: None,
+        };
+        match auth.into_inner() {
+            DeValue::Table(entries) => {
+                if entries.is_empty() {
+                    self.error(auth_span, format!("auth in {table} is empty: {SHAPE}"));
+                }
+                let mut entries: Vec<_> = entries.into_iter().collect();
+                entries.sort_by_key(|(k, _)| k.span().start);
+                for (key, v) in entries {
+                    match key.get_ref().as_ref() {
+                        "oauth" => {
+                            let name = format!("{}.auth.oauth]", table.trim_end_matches(']'));
+                            raw.oauth = self.de::<RawOAuth>(v, &name);
+                        }
+                        other => {
+                            let message =
+                                format!("unknown key {other:?} in auth of {table}: {SHAPE}");
+                            self.error(key.span(), message);
+                        }
+                    }
+                }
+            }
+            _ => self.error(
+                auth_span,
+                format!("auth in {table} must be a table: {SHAPE}"),
+            ),
+        }
+        (Spanned::new(span, DeValue::Table(body)), Some(raw))
     }
 
     /// `[front.X]` / `[sinks.X]`: the table of named tables, as (name, body) pairs.
@@ -771,7 +889,7 @@ impl<'a> Cx<'a> {
     }
 
     fn sink(&mut self, name: &Spanned<String>, value: Spanned<DeValue<'_>>) -> Option<RawSink> {
-        let table_name = format!("[sinks.{}]", name.get_ref());
+        let table_name = format!("[sinks.{}]", shown(name.get_ref()));
         let span = value.span();
         let DeValue::Table(table) = value.get_ref() else {
             self.error(span, format!("{table_name} must be a table"));
@@ -875,7 +993,7 @@ impl<'a> Cx<'a> {
             sinks_seen.insert(name.get_ref().clone());
             self.check_name(&name, "sink");
             let Some(raw_sink) = raw_sink else { continue };
-            let table = format!("[sinks.{}]", name.get_ref());
+            let table = format!("[sinks.{}]", shown(name.get_ref()));
             let sink = match raw_sink {
                 RawSink::Stdout(_) => Some(SinkConfig::Stdout),
                 RawSink::Jsonl(j) => self.jsonl_sink(j, &table, &state, &mut jsonl_paths),
@@ -1045,19 +1163,39 @@ impl<'a> Cx<'a> {
     }
 
     fn front(&mut self, name: &Spanned<String>, raw: RawFront) -> Option<FrontConfig> {
-        let table = format!("[front.{}]", name.get_ref());
+        let table = format!("[front.{}]", shown(name.get_ref()));
         let before = self.errors.len();
         let api_base = match raw.api_base {
             Some(url) => self.http_url(&url, "api_base"),
             None => Some(DEFAULT_API_BASE.to_string()),
         };
+        let default_rpm = if raw.auth.is_some() {
+            DEFAULT_OAUTH_RATE_LIMIT_RPM
+        } else {
+            DEFAULT_RATE_LIMIT_RPM
+        };
         let rate_limit_rpm = match raw.rate_limit_rpm {
             Some(n) => self
                 .int_in(&n, "rate_limit_rpm", 1..=i64::from(MAX_RATE_LIMIT_RPM))
                 .map(|n| n as u32),
-            None => Some(DEFAULT_RATE_LIMIT_RPM),
+            None => Some(default_rpm),
         };
+        let has_token = raw.token.is_some();
         let token = raw.token.map(|s| self.secret(s, "token", &table));
+        // An auth table whose body failed was reported in pass 1: the connection is
+        // invalid (returning it without oauth would only add "needs a token" follow-ups).
+        let oauth = match raw.auth {
+            None => Some(None),
+            Some(auth) => {
+                if has_token {
+                    let message = format!(
+                        "{table} has both token and auth: use token for an api token or auth = {{ oauth = {{ ... }} }} for an oauth app, not both"
+                    );
+                    self.error(auth.span.clone(), message);
+                }
+                auth.oauth.and_then(|o| self.oauth(o, &table)).map(Some)
+            }
+        };
         let rule = raw
             .rule_webhook_secret
             .map(|s| self.secret(s, "rule_webhook_secret", &table));
@@ -1071,9 +1209,62 @@ impl<'a> Cx<'a> {
             name: name.get_ref().clone(),
             api_base: api_base?,
             token: token.flatten(),
+            oauth: oauth?,
             rate_limit_rpm: rate_limit_rpm?,
             rule_webhook_secret: rule.flatten(),
             app_webhook_secret: app.flatten(),
+        })
+    }
+
+    fn oauth(&mut self, raw: RawOAuth, front_table: &str) -> Option<OAuthConfig> {
+        let table = format!("{}.auth.oauth]", front_table.trim_end_matches(']'));
+        let before = self.errors.len();
+        let client_id = raw.client_id.get_ref().trim().to_string();
+        if client_id.is_empty() {
+            self.error(
+                raw.client_id.span(),
+                format!("client_id in {table} is empty"),
+            );
+        }
+        let client_secret = self.secret(raw.client_secret, "client_secret", &table);
+        let mut url = |raw: Option<Spanned<String>>, key: &str, default: &str| match raw {
+            Some(u) => self.http_url(&u, key),
+            None => Some(default.to_string()),
+        };
+        let authorize_url = url(
+            raw.authorize_url,
+            "authorize_url",
+            DEFAULT_OAUTH_AUTHORIZE_URL,
+        );
+        let token_url = url(raw.token_url, "token_url", DEFAULT_OAUTH_TOKEN_URL);
+        // Kept exactly as written: Front compares it with the app's registered redirect URL.
+        let redirect_uri = match raw.redirect_uri {
+            None => Some(DEFAULT_OAUTH_REDIRECT_URI.to_string()),
+            Some(r) => {
+                let value = r.get_ref().trim();
+                match reqwest::Url::parse(value) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
+                        Some(value.to_string())
+                    }
+                    _ => {
+                        let message = format!(
+                            "redirect_uri in {table} must be an http:// or https:// url with a host, like {DEFAULT_OAUTH_REDIRECT_URI:?}, got {value:?}"
+                        );
+                        self.error(r.span(), message);
+                        None
+                    }
+                }
+            }
+        };
+        if self.errors.len() > before {
+            return None;
+        }
+        Some(OAuthConfig {
+            client_id,
+            client_secret: client_secret?,
+            authorize_url: authorize_url?,
+            token_url: token_url?,
+            redirect_uri: redirect_uri?,
         })
     }
 
@@ -1197,14 +1388,18 @@ impl<'a> Cx<'a> {
         if !refs.fronts_seen.contains(&front_name) {
             let known = refs.fronts_seen.iter().cloned().collect::<Vec<_>>();
             let message = format!(
-                "unknown front {front_name:?}: define [front.{front_name}]{}",
+                "unknown front {front_name:?}: define [front.{}]{}",
+                shown(&front_name),
                 one_of(&known)
             );
             self.error(raw.front.span(), message);
         }
-        let has_token = front.is_some_and(|f| f.token.is_some());
+        let has_token = front.is_some_and(FrontConfig::has_api_access);
         let needs_token = |what: &str| {
-            format!("polling needs a token: set token in [front.{front_name}] or {what} = \"0s\"")
+            format!(
+                "polling needs a token: set token in [front.{}] or {what} = \"0s\"",
+                shown(&front_name)
+            )
         };
 
         let mut inboxes = Vec::new();
@@ -1216,7 +1411,8 @@ impl<'a> Cx<'a> {
             }
             if front.is_some() && !has_token && !value.starts_with("inb_") {
                 let message = format!(
-                    "inbox {value:?} is a name, and names are looked up through the api: set token in [front.{front_name}] or use the inbox id (inb_...)"
+                    "inbox {value:?} is a name, and names are looked up through the api: set token in [front.{}] or use the inbox id (inb_...)",
+                    shown(&front_name)
                 );
                 self.error(inbox.span(), message);
             }
@@ -1268,7 +1464,8 @@ impl<'a> Cx<'a> {
             } else if !refs.sinks_seen.contains(sink_name) {
                 let known = refs.sinks_seen.iter().cloned().collect::<Vec<_>>();
                 let message = format!(
-                    "unknown sink {sink_name:?}: define [sinks.{sink_name}]{}",
+                    "unknown sink {sink_name:?}: define [sinks.{}]{}",
+                    shown(sink_name),
                     one_of(&known)
                 );
                 self.error(sink.span(), message);
@@ -1637,7 +1834,23 @@ fn one_of(known: &[String]) -> String {
     if known.is_empty() {
         String::new()
     } else {
-        format!(" or use one of: {}", known.join(", "))
+        let names: Vec<_> = known.iter().map(|n| shown(n)).collect();
+        format!(" or use one of: {}", names.join(", "))
+    }
+}
+
+/// A name from the file as it can appear in a one-line message: bare when it is a plain
+/// TOML key, else quoted with escapes (as TOML writes it), so a name holding a line break or
+/// a control char cannot split or garble the message.
+fn shown(name: &str) -> std::borrow::Cow<'_, str> {
+    let bare = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if bare {
+        name.into()
+    } else {
+        format!("{name:?}").into()
     }
 }
 
@@ -2656,5 +2869,163 @@ mod tests {
         assert_eq!(compact_duration(Duration::from_secs(7 * 86_400)), "7d");
         assert_eq!(compact_duration(Duration::from_millis(1500)), "1s500ms");
         assert_eq!(compact_duration(Duration::ZERO), "0s");
+    }
+
+    fn with_oauth(front_lines: &[&str], sub_extra: &[&str]) -> String {
+        let mut lines = vec!["[front.acme]"];
+        lines.extend(front_lines);
+        lines.extend([
+            "[sinks.console]",
+            "type = \"stdout\"",
+            "[[subscription]]",
+            "name = \"support\"",
+            "front = \"acme\"",
+            "sinks = [\"console\"]",
+        ]);
+        lines.extend(sub_extra);
+        doc(&lines)
+    }
+
+    #[test]
+    fn oauth_connections_parse_with_defaults_and_allow_polling() {
+        let text = with_oauth(
+            &[
+                "auth = { oauth = { client_id = \"cli_1\", client_secret = { env = \"FRONT_OAUTH_SECRET\" } } }",
+            ],
+            &["inboxes = [\"Support\"]", "backfill = \"1d\""],
+        );
+        let c = ok(&text);
+        let acme = &c.front["acme"];
+        assert!(acme.token.is_none() && acme.has_api_access());
+        assert_eq!(acme.rate_limit_rpm, DEFAULT_OAUTH_RATE_LIMIT_RPM);
+        assert_eq!(
+            acme.oauth,
+            Some(OAuthConfig {
+                client_id: "cli_1".into(),
+                client_secret: Secret::Env("FRONT_OAUTH_SECRET".into()),
+                authorize_url: DEFAULT_OAUTH_AUTHORIZE_URL.into(),
+                token_url: DEFAULT_OAUTH_TOKEN_URL.into(),
+                redirect_uri: DEFAULT_OAUTH_REDIRECT_URI.into(),
+            })
+        );
+        // Names and polling need api access, which the oauth app gives.
+        assert_eq!(c.subscriptions[0].poll_interval, DEFAULT_POLL_INTERVAL);
+        assert_eq!(c.subscriptions[0].backfill, Duration::from_secs(86_400));
+
+        // The table form, with every optional key and an explicit rate limit.
+        let text = with_oauth(
+            &[
+                "rate_limit_rpm = 30",
+                "[front.acme.auth.oauth]",
+                "client_id = \"cli_1\"",
+                "client_secret = { file = \"oauth.secret\" }",
+                "authorize_url = \"http://127.0.0.1:9/oauth/authorize\"",
+                "token_url = \"http://127.0.0.1:9/oauth/token/\"",
+                "redirect_uri = \"http://localhost:9999/cb/\"",
+            ],
+            &[],
+        );
+        let c = ok(&text);
+        let oauth = c.front["acme"].oauth.clone().unwrap();
+        assert_eq!(c.front["acme"].rate_limit_rpm, 30);
+        assert_eq!(oauth.token_url, "http://127.0.0.1:9/oauth/token");
+        // Kept exactly as written: it must match the app's registered redirect URL.
+        assert_eq!(oauth.redirect_uri, "http://localhost:9999/cb/");
+        assert_eq!(
+            oauth.client_secret,
+            Secret::File("/etc/frontsync/oauth.secret".into())
+        );
+    }
+
+    #[test]
+    fn oauth_mistakes_are_reported_at_their_place() {
+        let text = with_oauth(
+            &[
+                "token = { env = \"T\" }",
+                "auth = { oauth = { client_id = \"c\", client_secret = { env = \"S\" } } }",
+            ],
+            &[],
+        );
+        assert_eq!(
+            one_error(&text),
+            "config.toml:3:8: [front.acme] has both token and auth: use token for an api \
+             token or auth = { oauth = { ... } } for an oauth app, not both"
+        );
+        let text = with_oauth(
+            &[
+                "[front.acme.auth.oauth]",
+                "client_id = \"c\"",
+                "client_secret = \"literally-the-secret\"",
+                "scope = \"all\"",
+                "redirect_uri = \"127.0.0.1:8790/callback\"",
+            ],
+            &["poll_interval = \"1m\""],
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            errs,
+            [
+                "config.toml:4:17: secrets are never literal strings: use { env = \"VAR\" }, \
+                 { file = \"/path\" } or { credential = \"name\" }",
+                "config.toml:5:1: unknown key \"scope\" in [front.acme.auth.oauth]",
+                "config.toml:6:16: redirect_uri in [front.acme.auth.oauth] must be an http:// \
+                 or https:// url with a host, like \"http://127.0.0.1:8790/callback\", got \
+                 \"127.0.0.1:8790/callback\"",
+            ]
+        );
+        assert!(!errs.concat().contains("literally-the-secret"));
+        let text = with_oauth(&["auth = { oauth2 = {} }"], &[]);
+        assert_eq!(
+            errors(&text),
+            [
+                "config.toml:2:10: unknown key \"oauth2\" in auth of [front.acme]: use auth = \
+                 { oauth = { client_id = \"...\", client_secret = { env = \"...\" } } }"
+            ]
+        );
+        let text = with_oauth(&["auth = { oauth = { client_id = \"c\" } }"], &[]);
+        assert_eq!(
+            one_error(&text),
+            "config.toml:2:18: missing key \"client_secret\" in [front.acme.auth.oauth]"
+        );
+        let text = with_oauth(&["auth = \"oauth\""], &[]);
+        assert!(
+            one_error(&text).starts_with("config.toml:2:8: auth in [front.acme] must be a table")
+        );
+    }
+
+    #[test]
+    fn check_secrets_reads_the_oauth_client_secret() {
+        let text = with_oauth(
+            &[
+                "auth = { oauth = { client_id = \"c\", client_secret = { env = \"FRONTSYNC_TEST_SURELY_UNSET_OAUTH\" } } }",
+            ],
+            &[],
+        );
+        assert_eq!(
+            ok(&text).check_secrets(),
+            [
+                "[front.acme] auth.oauth.client_secret: environment variable \
+                 FRONTSYNC_TEST_SURELY_UNSET_OAUTH is not set"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_commented_oauth_example_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = include_str!("../config.example.toml");
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("# auth = { oauth = "))
+            .expect("config.example.toml shows auth = { oauth = ... }");
+        let text = text.replacen(line, &line[2..], 1);
+        let c = parse(&text, &root.join("config.example.toml")).unwrap();
+        let oauth = c.front["acme"].oauth.clone().unwrap();
+        assert_eq!(oauth.client_id, "YOUR_CLIENT_ID");
+        assert_eq!(
+            oauth.client_secret,
+            Secret::Env("FRONT_OAUTH_CLIENT_SECRET".into())
+        );
+        assert_eq!(oauth.redirect_uri, DEFAULT_OAUTH_REDIRECT_URI);
     }
 }

@@ -31,7 +31,8 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
 use crate::config::{Config, SinkConfig};
-use crate::front::client::FrontClient;
+use crate::front::client::{ClientOptions, FrontClient};
+use crate::front::oauth::{OAuthApp, OAuthSource, Persist};
 use crate::front::poller::{Connection, PollStatus, run_enricher};
 use crate::front::ratelimit::RateLimiter;
 use crate::http::ServeOptions;
@@ -181,6 +182,7 @@ pub async fn run(
         polls: Arc::new(PollStatus::default()),
         metrics,
         limiters: RwLock::new(BTreeMap::new()),
+        oauth: RwLock::new(BTreeMap::new()),
         started: std::time::Instant::now(),
     });
     let conns = TaskTracker::new();
@@ -382,21 +384,43 @@ impl Daemon {
         }
     }
 
-    /// Starts a poller and a preview enricher per connection with a token.
+    /// Starts a poller and a preview enricher per connection with a token or an OAuth app.
     fn start_fronts(&mut self) -> Result<(), RunError> {
         let stop = CancellationToken::new();
         let tracker = TaskTracker::new();
         let all_subscriptions = Arc::new(self.config.subscriptions.clone());
         let mut limiters = BTreeMap::new();
+        let previous_sources = match self.admin.oauth.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mut sources = BTreeMap::new();
         for (name, front) in &self.config.front {
-            let Some(token) = &front.token else { continue };
-            let token = token
-                .resolve()
-                .map_err(|e| RunError::Config(format!("[front.{name}] token: {e}")))?;
-            let limiter = RateLimiter::new(front.rate_limit_rpm);
-            limiters.insert(name.clone(), limiter.clone());
-            let client = FrontClient::new(name, &front.api_base, token, limiter)
-                .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?;
+            let client = if let Some(token) = &front.token {
+                let token = token
+                    .resolve()
+                    .map_err(|e| RunError::Config(format!("[front.{name}] token: {e}")))?;
+                let limiter = RateLimiter::new(front.rate_limit_rpm);
+                limiters.insert(name.clone(), limiter.clone());
+                FrontClient::new(name, &front.api_base, token, limiter)
+                    .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?
+            } else if let Some(oauth) = &front.oauth {
+                let source = self.oauth_source(name, oauth, previous_sources.get(name))?;
+                sources.insert(name.clone(), source.clone());
+                // OAuth apps have their own bucket (120 rpm by default).
+                let limiter = RateLimiter::new(front.rate_limit_rpm);
+                limiters.insert(name.clone(), limiter.clone());
+                FrontClient::with_oauth(
+                    name,
+                    &front.api_base,
+                    source,
+                    limiter,
+                    ClientOptions::default(),
+                )
+                .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))?
+            } else {
+                continue;
+            };
             tracker.spawn(run_enricher(
                 name.clone(),
                 client.clone(),
@@ -435,7 +459,38 @@ impl Daemon {
             Ok(mut l) => *l = limiters,
             Err(p) => *p.into_inner() = limiters,
         }
+        match self.admin.oauth.write() {
+            Ok(mut o) => *o = sources,
+            Err(p) => *p.into_inner() = sources,
+        }
         Ok(())
+    }
+
+    /// The token source of an OAuth connection. The running one is kept across a reload
+    /// when the app is unchanged: it may hold a refreshed grant still being committed, and
+    /// a second source would refresh from the same stored grant.
+    fn oauth_source(
+        &self,
+        name: &str,
+        oauth: &crate::config::OAuthConfig,
+        previous: Option<&Arc<OAuthSource>>,
+    ) -> Result<Arc<OAuthSource>, RunError> {
+        let app = OAuthApp::from_config(oauth).map_err(|e| {
+            RunError::Config(format!("[front.{name}] auth.oauth.client_secret: {e}"))
+        })?;
+        if let Some(previous) = previous
+            && *previous.app() == app
+        {
+            return Ok(previous.clone());
+        }
+        OAuthSource::new(
+            name,
+            &self.config.source_path,
+            app,
+            self.store.clone(),
+            Persist::Writer(self.writer.clone()),
+        )
+        .map_err(|e| RunError::Config(format!("[front.{name}]: {e}")))
     }
 
     /// SIGHUP: validate the file again; apply it or keep the running config.
@@ -612,6 +667,20 @@ impl Daemon {
         {
             tracing::warn!("pollers still busy at the end of the grace period");
         }
+        // An OAuth refresh outlives its poller (it runs in its own task): let it commit,
+        // through the writer that is still running, rather than lose a rotated token.
+        let sources: Vec<_> = match self.admin.oauth.read() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        };
+        for source in sources {
+            if tokio::time::timeout_at(deadline, source.idle())
+                .await
+                .is_err()
+            {
+                tracing::warn!(connection = %source.connection(), "an oauth refresh is still under way at the end of the grace period");
+            }
+        }
         // 2. Sinks drain what is committed.
         self.drain.cancel();
         let mut handles = Vec::new();
@@ -669,7 +738,7 @@ fn connection_secrets(config: &Config) -> Result<HashMap<String, ConnectionSecre
             ConnectionSecrets {
                 rule: resolve(&front.rule_webhook_secret, "rule_webhook_secret")?,
                 app: resolve(&front.app_webhook_secret, "app_webhook_secret")?,
-                can_enrich: front.token.is_some(),
+                can_enrich: front.has_api_access(),
             },
         );
     }

@@ -22,7 +22,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use crate::config::Subscription;
 use crate::metrics::Metrics;
 use crate::normalize::{self, Snapshot};
-use crate::store::{DeadLetterOutcome, DeadLetterSelection, Rejection, Store, StoreError, Txn};
+use crate::secret::SecretValue;
+use crate::store::{
+    DeadLetterOutcome, DeadLetterSelection, OAuthGrant, Rejection, Store, StoreError, Txn,
+};
 
 /// The most operations applied in one commit. Bounded so one commit stays short.
 pub const MAX_BATCH_OPS: usize = 512;
@@ -249,6 +252,15 @@ enum WriteOp {
         selection: DeadLetterSelection,
         reply: oneshot::Sender<Result<DeadLetterOutcome, IngestError>>,
     },
+    /// An OAuth grant: a new authorization (`replaces: None`, always stored) or the result
+    /// of a refresh, stored only if the stored grant still has the refresh token
+    /// `replaces`. Answers whether it was stored.
+    PutGrant {
+        connection: String,
+        grant: OAuthGrant,
+        replaces: Option<SecretValue>,
+        reply: oneshot::Sender<Result<bool, IngestError>>,
+    },
 }
 
 /// The handle callers use to reach the writer thread. Cheap to clone; the thread stops
@@ -387,6 +399,28 @@ impl Writer {
         rx.await.map_err(|_| IngestError::Stopped)?
     }
 
+    /// Stores an OAuth grant durably: a new authorization when `replaces` is `None`, else a
+    /// refresh's result, stored only if the stored refresh token is still `replaces`.
+    /// Answers whether it was stored (`false`: the stored grant changed meanwhile).
+    pub async fn put_oauth_grant(
+        &self,
+        connection: &str,
+        grant: OAuthGrant,
+        replaces: Option<SecretValue>,
+    ) -> Result<bool, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::PutGrant {
+                connection: connection.to_string(),
+                grant,
+                replaces,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
     /// The writer of the state file `store` has open in this process, while the daemon
     /// runs. This is how the admin listener reaches the single writer (operator commands
     /// must not write beside it) without being handed one: [`spawn_writer`] registers a
@@ -476,6 +510,8 @@ fn commit_batch(
     let mut deferred = BTreeSet::new();
     // Answers of the dead-letter operations, in batch order.
     let mut letters = std::collections::VecDeque::new();
+    // Answers of the grant operations, in batch order.
+    let mut grants = std::collections::VecDeque::new();
     let result = store.write(|txn| {
         let mut outcomes = Vec::with_capacity(batch.len());
         for op in batch.iter() {
@@ -550,6 +586,18 @@ fn commit_batch(
                     letters.push_back(txn.drop_dead_letters(sink, selection)?);
                     None
                 }
+                WriteOp::PutGrant {
+                    connection,
+                    grant,
+                    replaces,
+                    ..
+                } => {
+                    grants.push_back(match replaces {
+                        None => txn.put_oauth_grant(connection, grant).map(|()| true)?,
+                        Some(previous) => txn.replace_oauth_grant(connection, grant, previous)?,
+                    });
+                    None
+                }
             });
         }
         Ok(outcomes)
@@ -595,6 +643,12 @@ fn commit_batch(
                         });
                         let _ = reply.send(answer);
                     }
+                    WriteOp::PutGrant { reply, .. } => {
+                        let answer = grants
+                            .pop_front()
+                            .ok_or_else(|| IngestError::Store("grant outcome missing".into()));
+                        let _ = reply.send(answer);
+                    }
                 }
             }
             tracing::debug!(
@@ -627,6 +681,9 @@ fn commit_batch(
                         let _ = reply.send(Err(err.clone()));
                     }
                     WriteOp::RequeueDead { reply, .. } | WriteOp::DropDead { reply, .. } => {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    WriteOp::PutGrant { reply, .. } => {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }

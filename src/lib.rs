@@ -12,11 +12,13 @@
 //! - [`outbox_admin`]: `frontsync outbox` and the admin routes to list, retry, drop dead letters.
 //! - [`webhook`]: the hyper webhook listener and Front signature checks.
 //! - [`admin`]: `/healthz`, `/readyz`, `/metrics`, `/status`.
+//! - [`auth`]: `frontsync auth front NAME`: the OAuth authorization of a connection.
 //! - [`http`]: the small hyper server loop both listeners share.
 //! - [`daemon`]: wiring and the shutdown order; [`signals`]: SIGTERM/SIGINT/SIGHUP.
 //! - [`cli`], [`commands`], [`logging`]: the command line, each subcommand, log setup.
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod completions;

@@ -24,6 +24,7 @@ fn main() -> ExitCode {
             subscription,
             conversation,
         } => commands::preview(&cli.config, &subscription, &conversation),
+        Command::Auth { target } => commands::auth(&cli.config, target),
         Command::Completions { shell } => completions::print_completions(shell),
         Command::Man { out_dir } => completions::write_man(out_dir.as_deref()),
     };

@@ -508,7 +508,10 @@ fn one_line(s: &str) -> String {
         } else if c.is_control() {
             continue;
         } else {
-            if blanks_break {
+            if out.is_empty() {
+                // Blanks that followed dropped control chars at the start ("\u{1} x") are
+                // leading blanks too: a title never starts with a space.
+            } else if blanks_break {
                 out.push(' ');
             } else {
                 out.push_str(&blanks);
@@ -1143,6 +1146,10 @@ mod tests {
         }
         assert_eq!(title(None, None), "");
         assert_eq!(title(Some(" "), Some(" \n ")), "");
+        // Found by the property tests: blanks after a leading control char used to stay.
+        assert_eq!(title(Some("\u{1} x"), None), "x");
+        assert_eq!(title(Some("\0\u{2028}é"), None), "é");
+        assert_eq!(title(None, Some("\u{7f}\u{a0}Hello")), "Hello");
 
         // Through the whole pipeline: an empty conversation subject takes the text's line.
         let mut v = full_inbound();

@@ -772,6 +772,68 @@ mod tests {
     }
 
     #[test]
+    fn stopped_daemon_retry_warns_about_an_older_revision() {
+        use crate::store::Rejection;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let rev1 = serde_json::json!({"id": "support:cnv_1", "revision": 1});
+        store
+            .write(|t| t.enqueue("next", &serde_json::to_vec(&rev1).unwrap()))
+            .unwrap();
+        let rejection = Rejection {
+            error: "rejected".into(),
+            status: Some(400),
+            body_excerpt: None,
+            attempts: 1,
+        };
+        store
+            .write(|t| t.dead_letter("next", 1, &rejection, 0))
+            .unwrap();
+        // Revision 3 was emitted since.
+        let state: serde_json::Value = serde_json::json!({
+            "revision": 3, "content_hash": 0, "snapshot": {"conversation_id": "cnv_1"}
+        });
+        store
+            .write(|t| t.put_conversation("support", "cnv_1", &state))
+            .unwrap();
+        let sinks = vec!["next".to_string()];
+        let change = |action, selection| Command::Change {
+            action,
+            sink: "next".into(),
+            selection,
+        };
+
+        let err = in_store(
+            &store,
+            &sinks,
+            change(Action::Drop, DeadLetterSelection::Seqs(vec![2])),
+        )
+        .err()
+        .expect("unknown id");
+        assert_eq!(
+            err.to_string(),
+            "sink \"next\" has no dead letter 2 (see `frontsync outbox`); nothing was changed"
+        );
+        let Ok(Done::Changed(report)) = in_store(
+            &store,
+            &sinks,
+            change(Action::Retry, DeadLetterSelection::All),
+        ) else {
+            panic!("retry failed");
+        };
+        assert_eq!(report.letters.len(), 1);
+        assert_eq!(report.letters[0].new_seq, Some(2));
+        assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
+        assert!(report.warnings[0].contains("after revision 3"));
+        let Ok(Done::Report(listing)) = in_store(&store, &sinks, Command::List { limit: 10 })
+        else {
+            panic!("list failed");
+        };
+        let next = &listing.sinks["next"];
+        assert_eq!((next.outbox_depth, next.dead_letters), (1, 0));
+    }
+
+    #[test]
     fn text_output() {
         let report = OutboxReport {
             sinks: [(

@@ -186,7 +186,10 @@ fn start_once(daemon: &Path, config: &Path, quiet_wait: u64) -> anyhow::Result<F
     if quiet_wait > 0 {
         server::wait_quiet(Duration::from_secs(quiet_wait), 0.2);
     }
-    let srv = Server::spawn(server::frontsync_command(daemon, config), "frontsync")?;
+    let srv = Server::spawn(
+        server::frontsync_command(daemon, config, false),
+        "frontsync",
+    )?;
     let mut f = Figures::new();
     f.insert("ready_ms", srv.ready_after.as_secs_f64() * 1e3);
     // Idle: give the sink tasks and the allocator a moment to settle.

@@ -32,7 +32,16 @@ pub struct Server {
     pub addr: SocketAddr,
     /// Process start (just before `spawn`) to the `ready` log line being read.
     pub ready_after: Duration,
-    stderr_tail: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<LogState>>,
+}
+
+/// What the stderr reader keeps.
+#[derive(Default)]
+struct LogState {
+    /// The last lines.
+    tail: Vec<String>,
+    /// `(ops, elapsed_us)` of each writer commit logged (daemon at `frontsync::ingest=debug`).
+    commits: Vec<(u64, u64)>,
 }
 
 impl Server {
@@ -52,13 +61,13 @@ impl Server {
             .with_context(|| format!("cannot start {what}"))?;
         let pid = child.id();
         let stderr = child.stderr.take().context("no stderr pipe")?;
-        let tail = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new(Mutex::new(LogState::default()));
         let (tx, rx) = mpsc::channel();
         {
-            let tail = tail.clone();
+            let log = log.clone();
             std::thread::Builder::new()
                 .name("server-stderr".into())
-                .spawn(move || read_log(stderr, tx, tail))?;
+                .spawn(move || read_log(stderr, tx, log))?;
         }
         let deadline = started + Duration::from_secs(60);
         let mut addr = None;
@@ -71,7 +80,7 @@ impl Server {
                     let status = child.wait().ok();
                     bail!(
                         "{what} exited before it was ready ({status:?}); stderr:\n{}",
-                        tail.lock().map(|t| t.join("\n")).unwrap_or_default()
+                        log.lock().map(|l| l.tail.join("\n")).unwrap_or_default()
                     );
                 }
             }
@@ -86,7 +95,7 @@ impl Server {
             pid,
             addr,
             ready_after: ready_at.duration_since(started),
-            stderr_tail: tail,
+            log,
         })
     }
 
@@ -110,11 +119,19 @@ impl Server {
         }
     }
 
+    /// The writer commits logged since the last call: `(ops, elapsed_us)` each.
+    pub fn take_commits(&self) -> Vec<(u64, u64)> {
+        self.log
+            .lock()
+            .map(|mut l| std::mem::take(&mut l.commits))
+            .unwrap_or_default()
+    }
+
     /// The last lines the server wrote to stderr.
     pub fn stderr_tail(&self) -> String {
-        self.stderr_tail
+        self.log
             .lock()
-            .map(|t| t.join("\n"))
+            .map(|l| l.tail.join("\n"))
             .unwrap_or_default()
     }
 }
@@ -128,12 +145,15 @@ impl Drop for Server {
     }
 }
 
-fn read_log(stderr: impl std::io::Read, tx: mpsc::Sender<LogEvent>, tail: Arc<Mutex<Vec<String>>>) {
+fn read_log(stderr: impl std::io::Read, tx: mpsc::Sender<LogEvent>, log: Arc<Mutex<LogState>>) {
     let mut ready_sent = false;
     for line in BufReader::new(stderr).lines() {
         let Ok(line) = line else { break };
         let now = Instant::now();
-        if !ready_sent && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+        let commit = line.contains("\"committed\"");
+        if (!ready_sent || commit)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+        {
             match (v["message"].as_str(), v["listener"].as_str()) {
                 (Some("listening"), Some("webhook")) => {
                     if let Some(a) = v["addr"].as_str().and_then(|a| a.parse().ok()) {
@@ -144,14 +164,22 @@ fn read_log(stderr: impl std::io::Read, tx: mpsc::Sender<LogEvent>, tail: Arc<Mu
                     let _ = tx.send(LogEvent::Ready(now));
                     ready_sent = true;
                 }
+                (Some("committed"), _) => {
+                    if let (Some(ops), Some(us)) = (v["ops"].as_u64(), v["elapsed_us"].as_u64())
+                        && let Ok(mut l) = log.lock()
+                    {
+                        l.commits.push((ops, us));
+                    }
+                    continue;
+                }
                 _ => {}
             }
         }
-        if let Ok(mut t) = tail.lock() {
-            if t.len() >= 40 {
-                t.remove(0);
+        if let Ok(mut l) = log.lock() {
+            if l.tail.len() >= 40 {
+                l.tail.remove(0);
             }
-            t.push(line);
+            l.tail.push(line);
         }
     }
 }
@@ -324,13 +352,19 @@ emit = ["created"]
 }
 
 /// The command that runs the daemon on `config`.
-pub fn frontsync_command(daemon: &Path, config: &Path) -> Command {
+/// `commit_log` also turns on the writer's per-commit debug line (`ops`, `elapsed_us`).
+pub fn frontsync_command(daemon: &Path, config: &Path, commit_log: bool) -> Command {
+    let level = if commit_log {
+        "info,frontsync::ingest=debug"
+    } else {
+        "info"
+    };
     let mut cmd = Command::new(daemon);
     cmd.args([
         "--log-format",
         "json",
         "--log-level",
-        "info",
+        level,
         "run",
         "--config",
     ])

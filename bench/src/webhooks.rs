@@ -49,6 +49,10 @@ pub struct Args {
     /// 0.2 cores (a shared machine). 0 = do not wait.
     #[arg(long, default_value_t = 30)]
     pub quiet_wait: u64,
+    /// Run the daemon with the writer's per-commit debug line on and report commits,
+    /// operations per commit and commit time (costs one log line per commit).
+    #[arg(long)]
+    pub commit_stats: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +90,10 @@ const ROWS: &[(&str, &str, bool)] = &[
     ("cpu_us_per_ack", "server CPU per ack (us)", true),
     ("client_cpu_cores", "load generator CPU (cores)", true),
     ("other_cpu_cores", "other processes CPU (cores)", false),
+    ("commits_per_s", "writer commits per s", false),
+    ("ops_per_commit", "writer ops per commit (mean)", false),
+    ("commit_p50_ms", "writer commit time p50 (ms)", false),
+    ("commit_p99_ms", "writer commit time p99 (ms)", false),
     ("non_200", "non-200 answers", false),
     ("errors", "transport errors", false),
 ];
@@ -157,7 +165,7 @@ fn run_once(
                     .with_context(|| format!("cannot copy {}", seed.display()))?;
             }
             (
-                server::frontsync_command(daemon, &config),
+                server::frontsync_command(daemon, &config, args.commit_stats),
                 Some(dir.path().join("out/highlights.jsonl")),
             )
         }
@@ -192,6 +200,7 @@ fn run_once(
         // Let the sink catch up with the warmup before measuring.
         std::thread::sleep(Duration::from_millis(300));
     }
+    let _ = srv.take_commits();
     let tail = jsonl.map(|p| Tail::start(p, "b", payloads.len(), base));
     let sampler = RssSampler::start(srv.pid);
     let pid = srv.pid.to_string();
@@ -232,9 +241,24 @@ fn run_once(
         }
     }
     let cpu_done = server::cpu_seconds(&pid).unwrap_or(cpu1);
+    let mut commits = srv.take_commits();
     let rss_load = sampler.finish();
     let hwm = server::memory_kib(srv.pid).map(|(_, h)| h);
     let status = srv.stop()?;
+    if !commits.is_empty() {
+        let n = commits.len() as f64;
+        f.insert("commits_per_s", n / elapsed);
+        f.insert(
+            "ops_per_commit",
+            commits.iter().map(|c| c.0).sum::<u64>() as f64 / n,
+        );
+        let mut us: Vec<u64> = commits.drain(..).map(|c| c.1 * 1000).collect();
+        us.sort_unstable();
+        if let (Some(p50), Some(p99)) = (quantile(&us, 0.5), quantile(&us, 0.99)) {
+            f.insert("commit_p50_ms", ms(p50));
+            f.insert("commit_p99_ms", ms(p99));
+        }
+    }
     if target == Target::Frontsync && !status.success() {
         eprintln!("warning: frontsync exited with {status}");
     }

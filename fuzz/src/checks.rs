@@ -11,35 +11,43 @@
 
 use std::path::Path;
 
-use frontsync::config::{LabelRule, Subscription};
+use frontsync::config::Subscription;
 use frontsync::front::model::{Event, WebhookBody, parse_webhook_body};
 use frontsync::normalize::{
     MAX_TEXT_CHARS, MAX_TITLE_CHARS, Snapshot, highlight, snapshot_from_event,
 };
 use frontsync::webhook::verify::{self, SignatureError};
-use frontsync_sinks::{Change, SCHEMA_V1, Status};
+use frontsync_sinks::{Change, SCHEMA_V1};
 
-/// The fixed subscription the webhook target normalizes for: a label rule so that label
-/// matching runs too.
-pub fn subscription() -> Subscription {
-    Subscription {
-        name: "support".to_owned(),
-        front: "acme".to_owned(),
-        inboxes: Vec::new(),
-        statuses: Vec::new(),
-        tags_any: Vec::new(),
-        tags_none: Vec::new(),
-        backfill: std::time::Duration::ZERO,
-        poll_interval: std::time::Duration::ZERO,
-        emit_created: true,
-        emit_updated: true,
-        sinks: vec!["archive".to_owned()],
-        labels: vec![LabelRule {
-            tags_any: vec!["bug".to_owned()],
-            statuses: vec![Status::Open, Status::Archived],
-            add: vec!["bug-report".to_owned()],
-        }],
-    }
+/// The fixed subscription the webhook target normalizes for, read from a config (so this
+/// file does not depend on `Subscription`'s fields): a label rule so that label matching runs.
+pub fn subscription() -> &'static Subscription {
+    static SUB: std::sync::OnceLock<Subscription> = std::sync::OnceLock::new();
+    SUB.get_or_init(read_subscription)
+}
+
+fn read_subscription() -> Subscription {
+    const CONFIG: &str = r#"
+[front.acme]
+[sinks.archive]
+type = "stdout"
+[[subscription]]
+name = "support"
+front = "acme"
+sinks = ["archive"]
+emit = ["created", "updated"]
+[[subscription.label]]
+tags_any = ["bug"]
+statuses = ["open", "archived"]
+add = ["bug-report"]
+"#;
+    let config = frontsync::config::parse(CONFIG, Path::new("fuzz.toml"))
+        .unwrap_or_else(|e| panic!("the fixed subscription config is valid: {e}"));
+    config
+        .subscriptions
+        .into_iter()
+        .next()
+        .expect("one subscription")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -96,7 +104,7 @@ pub fn webhook_body(data: &[u8]) {
 
     let sub = subscription();
     for (revision, change) in [(1, Change::Created), (7, Change::Updated)] {
-        check_highlight(&sub, &snapshot, revision, change);
+        check_highlight(sub, &snapshot, revision, change);
     }
     // A snapshot completed from an older one (itself) still makes a valid record, and
     // survives the store's serde round trip.
@@ -107,13 +115,16 @@ pub fn webhook_body(data: &[u8]) {
     let back: Snapshot = serde_json::from_slice(&stored).expect("a stored snapshot reads back");
     assert_eq!(back.conversation_id, merged.conversation_id);
     assert_eq!(back.content_hash(), merged.content_hash());
-    check_highlight(&sub, &back, 2, Change::Updated);
+    check_highlight(sub, &back, 2, Change::Updated);
 }
 
 fn check_snapshot(s: &Snapshot) {
     assert!(!s.conversation_id.trim().is_empty());
     if let Some(text) = &s.message_text {
-        assert!(text.chars().count() <= MAX_TEXT_CHARS, "stored text bounded");
+        assert!(
+            text.chars().count() <= MAX_TEXT_CHARS,
+            "stored text bounded"
+        );
     }
     let mut sorted = s.inbox_ids.clone();
     sorted.sort();
@@ -196,7 +207,10 @@ pub fn check_highlight_json(v: &serde_json::Value, subscription: &str, conversat
         assert!(items.iter().all(serde_json::Value::is_string), "{list}");
     }
     if !v["requester"].is_null() {
-        assert!(v["requester"]["handle"].is_string(), "a requester has a handle");
+        assert!(
+            v["requester"]["handle"].is_string(),
+            "a requester has a handle"
+        );
     }
     if !v["assignee"].is_null() {
         assert!(v["assignee"]["id"].is_string(), "an assignee has an id");
@@ -265,7 +279,10 @@ pub fn config_str(text: &str) {
     let path = Path::new(CONFIG_FILE);
     match frontsync::config::parse(text, path) {
         Ok(config) => {
-            assert!(!config.subscriptions.is_empty(), "a valid config subscribes");
+            assert!(
+                !config.subscriptions.is_empty(),
+                "a valid config subscribes"
+            );
             for w in &config.warnings {
                 check_located_line(text, w);
             }

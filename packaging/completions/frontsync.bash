@@ -16,6 +16,9 @@ _frontsync() {
             ",$1")
                 cmd="frontsync"
                 ;;
+            frontsync,auth)
+                cmd="frontsync__subcmd__auth"
+                ;;
             frontsync,check)
                 cmd="frontsync__subcmd__check"
                 ;;
@@ -40,6 +43,9 @@ _frontsync() {
             frontsync,status)
                 cmd="frontsync__subcmd__status"
                 ;;
+            frontsync__subcmd__auth,front)
+                cmd="frontsync__subcmd__auth__subcmd__front"
+                ;;
             frontsync__subcmd__outbox,drop)
                 cmd="frontsync__subcmd__outbox__subcmd__drop"
                 ;;
@@ -53,12 +59,72 @@ _frontsync() {
 
     case "${cmd}" in
         frontsync)
-            opts="-h -V --config --log-format --log-level --help --version run check status inboxes outbox preview completions man"
+            opts="-h -V --config --log-format --log-level --help --version run check status inboxes outbox preview auth completions man"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        frontsync__subcmd__auth)
+            opts="-h -V --config --log-format --log-level --help --version front"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log-format)
+                    COMPREPLY=($(compgen -W "human json" -- "${cur}"))
+                    return 0
+                    ;;
+                --log-level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        frontsync__subcmd__auth__subcmd__front)
+            opts="-h -V --code --timeout --config --log-format --log-level --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --code)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

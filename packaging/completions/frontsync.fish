@@ -36,6 +36,7 @@ complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "status" -d 'Ask
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "inboxes" -d 'List the inboxes a connection\'s token can see (id, name, private?)'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "outbox" -d 'Show each sink\'s outbox depth and dead letters; retry or drop dead letters'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "preview" -d 'Print the Highlight the daemon would emit for a conversation; writes nothing'
+complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "auth" -d 'Authorize frontsync for an OAuth connection and store the grant in the state database'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "completions" -d 'Print a shell completion script on stdout (bash, zsh, fish, elvish, powershell)'
 complete -c frontsync -n "__fish_frontsync_needs_command" -f -a "man" -d 'Print the man page frontsync(1) on stdout, or write every page into a folder'
 complete -c frontsync -n "__fish_frontsync_using_subcommand run" -l config -d 'Configuration file' -r -F
@@ -98,6 +99,21 @@ json\t'One JSON object per event'"
 complete -c frontsync -n "__fish_frontsync_using_subcommand preview" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
 complete -c frontsync -n "__fish_frontsync_using_subcommand preview" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c frontsync -n "__fish_frontsync_using_subcommand preview" -s V -l version -d 'Print version'
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and not __fish_seen_subcommand_from front" -l config -d 'Configuration file' -r -F
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and not __fish_seen_subcommand_from front" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'
+json\t'One JSON object per event'"
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and not __fish_seen_subcommand_from front" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and not __fish_seen_subcommand_from front" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and not __fish_seen_subcommand_from front" -s V -l version -d 'Print version'
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and not __fish_seen_subcommand_from front" -f -a "front" -d 'A Front connection with `auth = { oauth = ... }`'
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -l code -d 'The code from the address Front redirected to (or that whole address): for a headless server, where the browser runs elsewhere. No listener runs and the state parameter is not checked' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -l timeout -d 'How long to wait for the redirect' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -l config -d 'Configuration file' -r -F
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'
+json\t'One JSON object per event'"
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -l log-level -d 'Log filter, `RUST_LOG` syntax (`info`, `debug`, `frontsync=debug,hyper=warn`)' -r
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c frontsync -n "__fish_frontsync_using_subcommand auth; and __fish_seen_subcommand_from front" -s V -l version -d 'Print version'
 complete -c frontsync -n "__fish_frontsync_using_subcommand completions" -l config -d 'Configuration file' -r -F
 complete -c frontsync -n "__fish_frontsync_using_subcommand completions" -l log-format -d 'Log format on stderr' -r -f -a "human\t'One readable line per event'
 json\t'One JSON object per event'"

@@ -23,6 +23,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::oauth::{OAuthError, OAuthSource};
 use super::ratelimit::{RateLimiter, jitter_fraction};
 use crate::secret::SecretValue;
 
@@ -68,13 +69,22 @@ impl Default for ClientOptions {
 pub enum FrontError {
     /// 401 or 403: the token is wrong or lacks rights. Retrying will not help until an
     /// operator changes the token or its permissions.
-    #[error("front connection \"{connection}\": {}", auth_advice(*status, message, url))]
+    #[error("front connection \"{connection}\": {}", auth_advice(*status, message, url, *oauth, connection))]
     Auth {
         connection: String,
         status: u16,
         /// Front's `_error` title and message, e.g. `unauthenticated: invalid token`.
         message: String,
         url: String,
+        /// The token came from an OAuth grant (a 401 was answered even after a refresh).
+        oauth: bool,
+    },
+    /// No access token could be had for an OAuth connection: no grant yet, a refused
+    /// grant, or the token endpoint failing.
+    #[error("front connection \"{connection}\": {error}")]
+    OAuth {
+        connection: String,
+        error: OAuthError,
     },
     /// Any other 4xx, with Front's `_error` body (or an excerpt of a non-JSON one).
     #[error("front connection \"{connection}\": GET {url}: {status} {title}: {message}")]
@@ -153,18 +163,31 @@ pub enum FrontError {
 impl FrontError {
     /// Whether the same request may succeed later without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
+        match self {
             FrontError::Transport { .. }
-                | FrontError::Server { .. }
-                | FrontError::RateLimited { .. }
-        )
+            | FrontError::Server { .. }
+            | FrontError::RateLimited { .. } => true,
+            FrontError::OAuth { error, .. } => error.is_retryable(),
+            _ => false,
+        }
     }
 
     /// Whether the token was rejected (401) or lacks rights (403): stop the connection and
     /// tell the operator.
     pub fn is_auth(&self) -> bool {
-        matches!(self, FrontError::Auth { .. })
+        match self {
+            FrontError::Auth { .. } => true,
+            FrontError::OAuth { error, .. } => error.needs_operator(),
+            _ => false,
+        }
+    }
+
+    /// The OAuth problem behind this error, for an OAuth connection.
+    pub fn oauth(&self) -> Option<&OAuthError> {
+        match self {
+            FrontError::OAuth { error, .. } => Some(error),
+            _ => None,
+        }
     }
 
     /// The HTTP status Front answered, when the error comes from one.
@@ -179,7 +202,19 @@ impl FrontError {
     }
 }
 
-fn auth_advice(status: u16, message: &str, url: &str) -> String {
+fn auth_advice(status: u16, message: &str, url: &str, oauth: bool, connection: &str) -> String {
+    if oauth && status == 403 {
+        return format!(
+            "forbidden ({status} {message}, GET {url}); oauth tokens only reach shared resources: \
+             private inboxes need an api token with the private resources namespace"
+        );
+    }
+    if oauth {
+        return format!(
+            "access token rejected even after a refresh ({status} {message}); run \
+             `frontsync auth front {connection}` again"
+        );
+    }
     if status == 403 {
         format!(
             "forbidden ({status} {message}, GET {url}); the token lacks a permission or namespace: \
@@ -203,11 +238,18 @@ pub struct FrontClient {
 struct Inner {
     name: String,
     base: Url,
-    /// `Bearer <token>`, marked sensitive so `http`'s Debug hides it.
-    auth: HeaderValue,
+    auth: Auth,
     http: reqwest::Client,
     limiter: Arc<RateLimiter>,
     options: ClientOptions,
+}
+
+/// Where the `Authorization` header comes from.
+enum Auth {
+    /// An API token: `Bearer <token>`, marked sensitive so `http`'s Debug hides it.
+    Fixed(HeaderValue),
+    /// An OAuth grant, refreshed as needed.
+    OAuth(Arc<OAuthSource>),
 }
 
 impl fmt::Debug for FrontClient {
@@ -240,6 +282,34 @@ impl FrontClient {
         limiter: Arc<RateLimiter>,
         options: ClientOptions,
     ) -> Result<FrontClient, FrontError> {
+        let mut auth =
+            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                FrontError::InvalidToken {
+                    connection: name.to_owned(),
+                }
+            })?;
+        auth.set_sensitive(true);
+        FrontClient::build(name, api_base, Auth::Fixed(auth), limiter, options)
+    }
+
+    /// A client whose access tokens come from an OAuth grant (`auth = { oauth = ... }`).
+    pub fn with_oauth(
+        name: &str,
+        api_base: &str,
+        source: Arc<OAuthSource>,
+        limiter: Arc<RateLimiter>,
+        options: ClientOptions,
+    ) -> Result<FrontClient, FrontError> {
+        FrontClient::build(name, api_base, Auth::OAuth(source), limiter, options)
+    }
+
+    fn build(
+        name: &str,
+        api_base: &str,
+        auth: Auth,
+        limiter: Arc<RateLimiter>,
+        options: ClientOptions,
+    ) -> Result<FrontClient, FrontError> {
         let invalid = |error: String| FrontError::InvalidUrl {
             connection: name.to_owned(),
             url: api_base.to_owned(),
@@ -251,14 +321,6 @@ impl FrontClient {
         }
         base.set_query(None);
         base.set_fragment(None);
-
-        let mut auth =
-            HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                FrontError::InvalidToken {
-                    connection: name.to_owned(),
-                }
-            })?;
-        auth.set_sensitive(true);
 
         // Redirects: reqwest keeps Authorization when the next hop has the same scheme, host
         // and port, and drops it otherwise. Front's 301 for a merged conversation stays on the
@@ -289,6 +351,14 @@ impl FrontClient {
     /// The connection's name.
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// The OAuth token source, for an OAuth connection.
+    pub fn oauth(&self) -> Option<&Arc<OAuthSource>> {
+        match &self.inner.auth {
+            Auth::OAuth(source) => Some(source),
+            Auth::Fixed(_) => None,
+        }
     }
 
     /// The limiter this client draws from (for `/metrics`).
@@ -453,12 +523,27 @@ impl FrontClient {
         let connection = || inner.name.clone();
         let mut failures = 0u32;
         let mut throttled = 0u32;
+        // An OAuth token is refreshed at most once per request after a 401.
+        let mut reauthorized = false;
         loop {
+            // Before the rate limiter: a connection without a usable grant spends nothing.
+            let (authorization, generation) = match &inner.auth {
+                Auth::Fixed(header) => (header.clone(), 0),
+                Auth::OAuth(source) => match source.bearer().await {
+                    Ok(bearer) => (bearer.header, bearer.generation),
+                    Err(error) => {
+                        return Err(FrontError::OAuth {
+                            connection: connection(),
+                            error,
+                        });
+                    }
+                },
+            };
             inner.limiter.acquire().await;
             let sent = inner
                 .http
                 .get(url.clone())
-                .header(AUTHORIZATION, inner.auth.clone())
+                .header(AUTHORIZATION, authorization)
                 .header(ACCEPT, "application/json")
                 .send()
                 .await;
@@ -558,12 +643,29 @@ impl FrontClient {
             }
 
             let detail = ErrorDetail::parse(status, &body);
+            if status == StatusCode::UNAUTHORIZED
+                && !reauthorized
+                && let Auth::OAuth(source) = &inner.auth
+            {
+                // Expired early or revoked: one refresh (or a newer token another request
+                // already got), then the same request again.
+                reauthorized = true;
+                tracing::info!(url = %shown_url, "front rejected the oauth access token (401); refreshing it");
+                if let Err(error) = source.rejected(generation).await {
+                    return Err(FrontError::OAuth {
+                        connection: connection(),
+                        error,
+                    });
+                }
+                continue;
+            }
             if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
                 return Err(FrontError::Auth {
                     connection: connection(),
                     status: status.as_u16(),
                     message: format!("{}: {}", detail.title, detail.message).to_lowercase(),
                     url: shown_url,
+                    oauth: matches!(inner.auth, Auth::OAuth(_)),
                 });
             }
             return Err(FrontError::Api {

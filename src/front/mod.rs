@@ -2,5 +2,6 @@
 
 pub mod client;
 pub mod model;
+pub mod oauth;
 pub mod poller;
 pub mod ratelimit;

@@ -205,6 +205,8 @@ impl Connection {
         let polls = Self::polls(&self.subscriptions);
         let mut backoff = Duration::from_secs(1);
         let mut auth_reported = false;
+        // An OAuth connection waiting for an operator wakes as soon as a grant is stored.
+        let mut grant_changes = self.client.oauth().map(|s| s.changes());
         let mut names_resolved = !self
             .subscriptions
             .iter()
@@ -259,6 +261,7 @@ impl Connection {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = grant_changed(&mut grant_changes) => {}
                 _ = self.stop.cancelled() => return,
             }
         }
@@ -501,6 +504,18 @@ impl Connection {
     }
 }
 
+/// Resolves when an operator stored a new OAuth grant; never without a token source.
+async fn grant_changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 fn cursor_update(kind: &str, name: &str, cursor: &StreamCursor) -> CursorUpdate {
     CursorUpdate {
         kind: kind.to_string(),
@@ -521,6 +536,8 @@ pub async fn run_enricher(
 ) {
     let wake = bell.bell(&preview_bell(&connection));
     let mut backoff = Duration::from_secs(1);
+    let mut auth_reported = false;
+    let mut grant_changes = client.oauth().map(|s| s.changes());
     loop {
         let pending = {
             let store = store.clone();
@@ -582,7 +599,12 @@ pub async fn run_enricher(
         }
         if let Some(e) = failed {
             let wait = if e.is_auth() {
-                tracing::error!(connection = %connection, error = %e, "cannot complete webhook previews");
+                // An OAuth connection's missing or refused grant stays one ERROR until it
+                // is fixed (the poller reports it too); an API token's every few minutes.
+                if !(e.oauth().is_some() && auth_reported) {
+                    tracing::error!(connection = %connection, error = %e, "cannot complete webhook previews");
+                }
+                auth_reported = true;
                 AUTH_RETRY
             } else {
                 tracing::warn!(connection = %connection, error = %e, "cannot complete a webhook preview yet; will retry");
@@ -592,8 +614,11 @@ pub async fn run_enricher(
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = grant_changed(&mut grant_changes) => {}
                 _ = stop.cancelled() => return,
             }
+        } else {
+            auth_reported = false;
         }
     }
 }

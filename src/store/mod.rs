@@ -8,6 +8,7 @@
 //!
 //! Only one process may open the file: redb locks it, and [`StoreError::AlreadyInUse`] says so.
 
+mod oauth;
 mod tables;
 
 use std::fs::OpenOptions;
@@ -19,10 +20,17 @@ use frontsync_sinks::Delivery;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+pub use oauth::OAuthGrant;
 use tables::*;
 
 /// The store format this build writes.
 const SCHEMA_VERSION: u64 = 1;
+
+/// redb's page cache. Its default (1 GiB) lets memory grow with the file: a sink down for
+/// hours would hold its whole outbox in RAM. Bounded, the outbox really stays on disk;
+/// this is far more than one commit (at most `MAX_BATCH_OPS` events) or the hot pages of
+/// the tables (outbox heads and tails, recent conversations) need.
+const CACHE_BYTES: usize = 32 << 20;
 
 /// Why the state database failed. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -154,10 +162,13 @@ impl Store {
             .mode(0o600)
             .open(path)
             .map_err(|e| open_err(e.to_string()))?;
-        let db = Database::create(path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyInUse(path.to_path_buf()),
-            other => open_err(other.to_string()),
-        })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyInUse(path.to_path_buf()),
+                other => open_err(other.to_string()),
+            })?;
         let store = Store {
             db: Arc::new(db),
             path: Arc::new(path.to_path_buf()),
@@ -210,6 +221,7 @@ impl Store {
             txn.txn
                 .open_table(PENDING_PREVIEWS)
                 .map_err(|e| txn.err(e))?;
+            txn.txn.open_table(OAUTH_GRANTS).map_err(|e| txn.err(e))?;
             Ok(())
         })
     }
@@ -449,6 +461,9 @@ fn get_json<T: DeserializeOwned>(
     }
 }
 
+/// A dead letter's seq and stored bytes.
+type RawLetter = (u64, Vec<u8>);
+
 /// One open write transaction, with typed operations.
 pub struct Txn<'a> {
     txn: &'a redb::WriteTransaction,
@@ -619,7 +634,7 @@ impl Txn<'_> {
         &self,
         sink: &str,
         selection: &DeadLetterSelection,
-    ) -> Result<Result<Vec<(u64, Vec<u8>)>, Vec<u64>>, StoreError> {
+    ) -> Result<Result<Vec<RawLetter>, Vec<u64>>, StoreError> {
         let missing = self.missing_dead_letters(sink, selection)?;
         if !missing.is_empty() {
             return Ok(Err(missing));

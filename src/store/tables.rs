@@ -32,3 +32,7 @@ pub const CURSORS: TableDefinition<&str, &[u8]> = TableDefinition::new("cursors_
 /// with `GET /events/{id}`; removed in the transaction that ingests the full event.
 pub const PENDING_PREVIEWS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("pending_previews_v1");
+
+/// `connection` -> JSON `StoredGrant`: the OAuth access and refresh tokens of a
+/// `[front.NAME]` with `auth = { oauth = ... }` (see `store::oauth`).
+pub const OAUTH_GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("oauth_grants_v1");

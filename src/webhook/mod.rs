@@ -31,6 +31,10 @@ use crate::secret::SecretValue;
 /// Path prefix of the webhook route.
 pub const PATH_PREFIX: &str = "/webhooks/front/";
 
+/// The `connection` label of requests to a connection that is not configured (names are
+/// `[a-z0-9_-]+`, so no real connection has this one).
+pub const UNKNOWN_CONNECTION_LABEL: &str = "(unknown)";
+
 /// How long a client may take to send the body once the head arrived.
 const BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -79,7 +83,21 @@ pub async fn handle(state: Arc<WebhookState>, req: Request<Incoming>, peer: Sock
     };
     let resp = handle_connection(&state, req, &connection).await;
     let outcome = outcome_name(resp.status());
-    state.count(&connection, outcome);
+    // The name comes from the request path: counting every unknown one under its own name
+    // would let anyone grow this map (and /metrics) without bound and put any text in a
+    // label value. Unknown names share one label that no connection can have.
+    let known = match state.connections.read() {
+        Ok(m) => m.contains_key(&connection),
+        Err(p) => p.into_inner().contains_key(&connection),
+    };
+    state.count(
+        if known {
+            &connection
+        } else {
+            UNKNOWN_CONNECTION_LABEL
+        },
+        outcome,
+    );
     if resp.status() != StatusCode::OK {
         tracing::info!(connection = %connection, %peer, status = resp.status().as_u16(), "webhook refused");
     }

@@ -150,7 +150,7 @@ fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
             must.is_subset(&ids).then_some(lines)
         },
     );
-    let created = wait_until(
+    wait_until(
         Duration::from_secs(60),
         "every acknowledged highlight at NEXT",
         || {

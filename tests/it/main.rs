@@ -9,6 +9,8 @@ mod economy;
 mod fake;
 mod fake_front_selftest;
 mod next_sink;
+mod oauth;
 mod operations;
 mod polling;
+mod security;
 mod webhook;

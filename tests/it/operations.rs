@@ -153,7 +153,7 @@ fn sd_notify_sees_ready_reloading_and_stopping() {
         dir.path(),
         &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
     );
-    let mut recv = || {
+    let recv = || {
         let mut buf = [0u8; 512];
         let n = socket.recv(&mut buf).expect("a notification");
         String::from_utf8_lossy(&buf[..n]).into_owned()
@@ -233,7 +233,7 @@ fn under_journald_lines_have_priority_prefixes_and_no_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.toml");
     std::fs::write(&path, base_config(dir.path(), "")).unwrap();
-    let mut child = std::process::Command::new(bin())
+    let child = std::process::Command::new(bin())
         .args(["run", "--config"])
         .arg(&path)
         .env("JOURNAL_STREAM", "8:12345")

@@ -198,7 +198,7 @@ fn a_restart_half_way_through_a_backfill_resumes_without_loss_or_duplicate() {
     assert!(partial < n, "killed too late to test anything ({partial})");
     let requests_before = fake.count("/events");
     let d = TestDaemon::start_existing(dir.path());
-    let lines = wait_lines(&d, n, 60);
+    wait_lines(&d, n, 60);
     std::thread::sleep(Duration::from_millis(500));
     let lines = read_jsonl(&d.jsonl_path())
         .into_iter()

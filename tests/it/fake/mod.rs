@@ -2,12 +2,14 @@
 //!
 //! - [`front`]: Front's Core API (`/me`, `/inboxes`, `/events`, conversations, messages),
 //!   with pagination, rate limiting, previews, merged conversations and injectable faults.
+//! - [`oauth`]: Front's OAuth endpoints (authorize, token) with refresh-token rotation.
 //!
 //! A fake's API is used piecemeal by the scenario tests, so unused items are expected.
 #![allow(dead_code)]
 
 pub mod front;
 pub mod next;
+pub mod oauth;
 
 // Re-exported for scenario tests; not every one is used yet.
 #[allow(unused_imports)]
