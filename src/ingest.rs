@@ -895,3 +895,133 @@ mod tests {
         assert!(Writer::attached(&store).is_none());
     }
 }
+
+/// The emission policy of [`decide`], case by case.
+#[cfg(test)]
+mod decide_tests {
+    use super::*;
+    use frontsync_sinks::Status;
+    use std::time::Duration;
+
+    fn sub(emit_updated: bool, statuses: Vec<Status>) -> Subscription {
+        Subscription {
+            name: "support".into(),
+            front: "acme".into(),
+            inboxes: vec![],
+            statuses,
+            tags_any: vec![],
+            tags_none: vec![],
+            backfill: Duration::ZERO,
+            poll_interval: Duration::ZERO,
+            emit_created: true,
+            emit_updated,
+            sinks: vec!["archive".into()],
+            labels: vec![],
+        }
+    }
+
+    fn snap(at_ms: i64, status: &str, message: &str) -> Snapshot {
+        Snapshot {
+            conversation_id: "cnv_1".into(),
+            subject: Some("Subject".into()),
+            message_id: Some(message.into()),
+            message_text: Some(format!("text of {message}")),
+            front_status: Some(status.into()),
+            tags: Some(vec![]),
+            event_id: Some(format!("evt_{at_ms}")),
+            event_at_ms: Some(at_ms),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn first_match_is_created_with_revision_1() {
+        let (state, h) = decide(
+            &sub(false, vec![]),
+            &[],
+            None,
+            &snap(1, "assigned", "msg_1"),
+        );
+        let h = h.expect("a highlight");
+        assert_eq!((h.revision, h.change), (1, Change::Created));
+        assert_eq!(state.revision, 1);
+    }
+
+    #[test]
+    fn no_match_emits_nothing_but_remembers_what_it_saw() {
+        let s = sub(true, vec![Status::Archived]);
+        let (state, h) = decide(&s, &[], None, &snap(1, "assigned", "msg_1"));
+        assert!(h.is_none());
+        assert_eq!(state.revision, 0);
+        // When it later matches, it is created (revision 1) with the remembered text.
+        let mut archive = snap(2, "archived", "msg_1");
+        archive.message_text = None;
+        archive.message_id = None;
+        archive.tags = None;
+        let (state, h) = decide(&s, &[], Some(state), &archive);
+        let h = h.expect("created on first match");
+        assert_eq!(
+            (h.revision, h.change, h.text.as_str()),
+            (1, Change::Created, "text of msg_1")
+        );
+        assert_eq!(state.revision, 1);
+    }
+
+    #[test]
+    fn a_change_emits_updated_only_when_asked() {
+        let first = snap(1, "assigned", "msg_1");
+        let change = snap(2, "archived", "msg_1");
+        let (state, _) = decide(&sub(true, vec![]), &[], None, &first);
+        let (state, h) = decide(&sub(true, vec![]), &[], Some(state), &change);
+        let h = h.expect("updated");
+        assert_eq!((h.revision, h.change), (2, Change::Updated));
+        assert_eq!(state.revision, 2);
+
+        let (state, _) = decide(&sub(false, vec![]), &[], None, &first);
+        let (state, h) = decide(&sub(false, vec![]), &[], Some(state), &change);
+        assert!(h.is_none());
+        assert_eq!(state.revision, 1, "revisions only grow with emissions");
+    }
+
+    #[test]
+    fn replaying_the_same_event_emits_nothing() {
+        let s = sub(true, vec![]);
+        let e = snap(5, "assigned", "msg_1");
+        let (state, _) = decide(&s, &[], None, &e);
+        let (again, h) = decide(&s, &[], Some(state.clone()), &e);
+        assert!(h.is_none());
+        assert_eq!(again.revision, state.revision);
+    }
+
+    #[test]
+    fn an_older_event_never_emits_and_never_overrides_newer_facts() {
+        let s = sub(true, vec![]);
+        let (state, _) = decide(&s, &[], None, &snap(10, "archived", "msg_2"));
+        let (state, h) = decide(&s, &[], Some(state), &snap(5, "assigned", "msg_1"));
+        assert!(h.is_none(), "a late, older event is not news");
+        assert_eq!(state.snapshot.front_status.as_deref(), Some("archived"));
+        assert_eq!(state.snapshot.message_id.as_deref(), Some("msg_2"));
+    }
+
+    #[test]
+    fn each_update_takes_the_next_revision() {
+        let s = sub(true, vec![]);
+        let (mut state, _) = decide(&s, &[], None, &snap(1, "assigned", "msg_1"));
+        for (i, msg) in ["msg_2", "msg_3", "msg_4"].iter().enumerate() {
+            let (next, h) = decide(&s, &[], Some(state), &snap(2 + i as i64, "assigned", msg));
+            assert_eq!(h.expect("updated").revision, 2 + i as u64);
+            state = next;
+        }
+    }
+
+    #[test]
+    fn without_created_the_first_sight_is_recorded_silently() {
+        let mut s = sub(true, vec![]);
+        s.emit_created = false;
+        let (state, h) = decide(&s, &[], None, &snap(1, "assigned", "msg_1"));
+        assert!(h.is_none());
+        assert_eq!(state.revision, 1);
+        let (_, h) = decide(&s, &[], Some(state), &snap(2, "archived", "msg_1"));
+        assert_eq!(h.expect("updated").revision, 2);
+    }
+}
