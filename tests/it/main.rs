@@ -5,6 +5,7 @@ mod harness;
 
 mod cli;
 mod crash;
+mod disk;
 mod economy;
 mod fake;
 mod fake_front_selftest;
