@@ -41,6 +41,10 @@ use crate::outbox::{SinkCtx, SinkStats, SinkTask};
 use crate::store::Store;
 use crate::webhook::{ConnectionSecrets, WebhookState};
 
+/// How long a seen event id is remembered for dedupe. Webhooks are not redelivered after
+/// days and the poller's cursor never moves back, so older marks only cost disk.
+pub const SEEN_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// How long sinks may keep delivering after intake stopped, at shutdown.
 pub const GRACE_PERIOD: Duration = Duration::from_secs(20);
 
@@ -234,6 +238,20 @@ pub async fn run(
         })
     });
 
+    let pruner = {
+        let writer = daemon.writer.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => prune_seen(&writer).await,
+                    _ = stop.cancelled() => return,
+                }
+            }
+        })
+    };
+
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -247,8 +265,33 @@ pub async fn run(
         tracing::warn!(error = %e, "cannot notify systemd of stopping");
     }
     drop(watchdog);
+    let _ = pruner.await;
     daemon.shutdown(writer_thread).await;
     Ok(())
+}
+
+/// Forgets seen event ids older than [`SEEN_RETENTION`], in small commits so intake never
+/// waits long behind it.
+async fn prune_seen(writer: &Writer) {
+    let cutoff = crate::ingest::now_ms().saturating_sub(SEEN_RETENTION.as_millis() as u64);
+    let mut total = 0;
+    loop {
+        match writer.prune_seen(cutoff, 5_000).await {
+            Ok(n) => {
+                total += n;
+                if n < 5_000 {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot prune old seen event ids");
+                break;
+            }
+        }
+    }
+    if total > 0 {
+        tracing::info!(pruned = total, "forgot seen event ids older than 30 days");
+    }
 }
 
 fn notify_ready(config: &Config, what: &str) {
@@ -589,6 +632,15 @@ impl Daemon {
         let (stop, tracker) = &self.fronts;
         stop.cancel();
         tracker.wait().await;
+        // A refresh outlives its poller: let it commit before a replaced source (a changed
+        // app) starts from the stored grant.
+        let sources: Vec<_> = match self.admin.oauth.read() {
+            Ok(m) => m.values().cloned().collect(),
+            Err(p) => p.into_inner().values().cloned().collect(),
+        };
+        for source in sources {
+            let _ = tokio::time::timeout(Duration::from_secs(30), source.idle()).await;
+        }
         self.config = new;
         let routing = Arc::new(self.names.routing(&self.config.subscriptions));
         match self.routing.write() {

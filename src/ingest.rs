@@ -228,6 +228,11 @@ enum WriteOp {
         event_id: String,
         reply: oneshot::Sender<Result<(), IngestError>>,
     },
+    PruneSeen {
+        cutoff_ms: u64,
+        max: usize,
+        reply: oneshot::Sender<Result<usize, IngestError>>,
+    },
     Defer {
         connection: String,
         event_id: String,
@@ -282,6 +287,20 @@ impl Writer {
             .send(WriteOp::Ingest {
                 events,
                 cursors,
+                reply,
+            })
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
+    /// Forgets up to `max` seen event ids first recorded before `cutoff_ms`.
+    pub async fn prune_seen(&self, cutoff_ms: u64, max: usize) -> Result<usize, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(WriteOp::PruneSeen {
+                cutoff_ms,
+                max,
                 reply,
             })
             .await
@@ -507,6 +526,7 @@ fn commit_batch(
     let now = now_ms();
     let mut touched = BTreeSet::new();
     let mut emitted = Vec::new();
+    let mut pruned = std::collections::VecDeque::new();
     let mut deferred = BTreeSet::new();
     // Answers of the dead-letter operations, in batch order.
     let mut letters = std::collections::VecDeque::new();
@@ -546,6 +566,10 @@ fn commit_batch(
                     ..
                 } => {
                     txn.remove_pending_preview(connection, event_id)?;
+                    None
+                }
+                WriteOp::PruneSeen { cutoff_ms, max, .. } => {
+                    pruned.push_back(txn.prune_seen(*cutoff_ms, *max)?);
                     None
                 }
                 WriteOp::Defer {
@@ -649,6 +673,9 @@ fn commit_batch(
                             .ok_or_else(|| IngestError::Store("grant outcome missing".into()));
                         let _ = reply.send(answer);
                     }
+                    WriteOp::PruneSeen { reply, .. } => {
+                        let _ = reply.send(Ok(pruned.pop_front().unwrap_or(0)));
+                    }
                 }
             }
             tracing::debug!(
@@ -684,6 +711,9 @@ fn commit_batch(
                         let _ = reply.send(Err(err.clone()));
                     }
                     WriteOp::PutGrant { reply, .. } => {
+                        let _ = reply.send(Err(err.clone()));
+                    }
+                    WriteOp::PruneSeen { reply, .. } => {
                         let _ = reply.send(Err(err.clone()));
                     }
                 }

@@ -212,6 +212,7 @@ impl Store {
         // Create every table so readers never meet a missing one.
         self.write(|txn| {
             txn.txn.open_table(SEEN_EVENTS).map_err(|e| txn.err(e))?;
+            txn.txn.open_table(SEEN_BY_TIME).map_err(|e| txn.err(e))?;
             txn.txn.open_table(CONVERSATIONS).map_err(|e| txn.err(e))?;
             txn.txn.open_table(OUTBOX).map_err(|e| txn.err(e))?;
             txn.txn.open_table(OUTBOX_SEQ).map_err(|e| txn.err(e))?;
@@ -491,7 +492,39 @@ impl Txn<'_> {
             return Ok(false);
         }
         t.insert(key.as_str(), now_ms).map_err(|e| self.err(e))?;
+        drop(t);
+        let mut by_time = self.txn.open_table(SEEN_BY_TIME).map_err(|e| self.err(e))?;
+        by_time
+            .insert((now_ms, key.as_str()), ())
+            .map_err(|e| self.err(e))?;
         Ok(true)
+    }
+
+    /// Forgets up to `max` seen-marks first committed before `cutoff_ms`; returns how many.
+    /// Safe once no source can bring those events back: webhooks are not redelivered after
+    /// days, and the poller's cursor never moves backwards.
+    pub fn prune_seen(&mut self, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
+        let mut by_time = self.txn.open_table(SEEN_BY_TIME).map_err(|e| self.err(e))?;
+        let mut old = Vec::new();
+        for row in by_time
+            .range((0u64, "")..(cutoff_ms, ""))
+            .map_err(|e| self.err(e))?
+        {
+            if old.len() >= max {
+                break;
+            }
+            let (k, _) = row.map_err(|e| self.err(e))?;
+            let (at, key) = k.value();
+            old.push((at, key.to_string()));
+        }
+        let mut seen = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
+        for (at, key) in &old {
+            by_time
+                .remove((*at, key.as_str()))
+                .map_err(|e| self.err(e))?;
+            seen.remove(key.as_str()).map_err(|e| self.err(e))?;
+        }
+        Ok(old.len())
     }
 
     /// The stored state of a conversation in a subscription.
@@ -867,6 +900,34 @@ mod tests {
         let other = store.write(|t| t.mark_seen("other", "evt_1", 6)).unwrap();
         assert!(first && !again && other);
         assert_eq!(store.seen_events().unwrap(), 2);
+    }
+
+    #[test]
+    fn old_seen_marks_are_pruned_and_new_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.mark_seen("acme", "evt_old1", 100)?;
+                t.mark_seen("acme", "evt_old2", 200)?;
+                t.mark_seen("acme", "evt_new", 1_000)
+            })
+            .unwrap();
+        assert_eq!(store.write(|t| t.prune_seen(500, 1)).unwrap(), 1);
+        assert_eq!(store.write(|t| t.prune_seen(500, 10)).unwrap(), 1);
+        assert_eq!(store.write(|t| t.prune_seen(500, 10)).unwrap(), 0);
+        assert_eq!(store.seen_events().unwrap(), 1);
+        // A pruned id counts as new again; the kept one is still a duplicate.
+        assert!(
+            store
+                .write(|t| t.mark_seen("acme", "evt_old1", 2_000))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .write(|t| t.mark_seen("acme", "evt_new", 2_000))
+                .unwrap()
+        );
     }
 
     #[test]
