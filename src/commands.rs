@@ -266,8 +266,18 @@ fn oauth_client(
         );
         return None;
     }
-    let store = match Store::open(path) {
-        Ok(s) => s,
+    // One open per process: a second `Store::open` of the same file would be refused as
+    // "in use" (`check --online` with two oauth connections).
+    static OPENED: std::sync::Mutex<Option<Store>> = std::sync::Mutex::new(None);
+    let mut opened = match OPENED.lock() {
+        Ok(o) => o,
+        Err(p) => p.into_inner(),
+    };
+    let store = match opened.clone().map_or_else(|| Store::open(path), Ok) {
+        Ok(s) => {
+            *opened = Some(s.clone());
+            s
+        }
         Err(StoreError::AlreadyInUse(_)) => {
             eprintln!(
                 "error: [front.{name}] uses oauth and its grant is in the state database the running daemon holds: stop the daemon to call front from the command line (the daemon's own view is in `frontsync status`)"

@@ -1280,7 +1280,7 @@ impl<'a> Cx<'a> {
         if key == lexical(&state.path) {
             let message = format!(
                 "path in {table} is the state database {}: use another file",
-                path.display()
+                shown_path(&path)
             );
             self.error(raw.path.span(), message);
             return None;
@@ -1289,7 +1289,7 @@ impl<'a> Cx<'a> {
             // Two writers on one file would interleave lines and break the no-duplicate rule.
             let message = format!(
                 "path in {table} is the same file as in {first}: {}",
-                path.display()
+                shown_path(&path)
             );
             self.error(raw.path.span(), message);
             return None;
@@ -1836,6 +1836,16 @@ fn one_of(known: &[String]) -> String {
     } else {
         let names: Vec<_> = known.iter().map(|n| shown(n)).collect();
         format!(" or use one of: {}", names.join(", "))
+    }
+}
+
+/// A path for a one-line message: as is, or quoted with escapes when it holds a control char.
+fn shown_path(path: &Path) -> String {
+    let text = path.display().to_string();
+    if text.chars().any(char::is_control) {
+        format!("{text:?}")
+    } else {
+        text
     }
 }
 

@@ -1,5 +1,5 @@
-//! OAuth connections: Front's token endpoint and the token source a [`FrontClient`] uses
-//! instead of a fixed API token.
+//! OAuth connections: Front's token endpoint, and the token source a
+//! [`FrontClient`](crate::front::client::FrontClient) uses instead of a fixed API token.
 //!
 //! Front's OAuth is the authorization-code grant only. `frontsync auth front NAME` obtains
 //! the first grant (see `crate::auth`); from then on an [`OAuthSource`] keeps it alive:

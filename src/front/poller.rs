@@ -1,5 +1,6 @@
 //! Polling Front's event stream: catch-up after missed webhooks, backfill of history, and
-//! completion of webhook previews. One [`Connection`] per `[front.NAME]` with a token.
+//! completion of webhook previews. One [`Connection`] per `[front.NAME]` with a token or
+//! an OAuth app (its client refreshes the grant; see `front::oauth`).
 //!
 //! **The stream.** `GET /events?q[after]=<cursor>&sort_order=asc&limit=15`, following
 //! `_pagination.next`, costs ⌈new events / 15⌉ requests and 1 when idle. After each page
@@ -17,8 +18,9 @@
 //! and completed here by [`run_enricher`].
 //!
 //! **Failures.** 401/403 stop the connection with one ERROR saying what to fix and are
-//! retried every few minutes; other errors back off with jitter. Neither affects other
-//! connections or webhook intake.
+//! retried every few minutes; so do an OAuth connection without a grant or with a refused
+//! one (woken at once when `frontsync auth` hands the daemon a new grant). Other errors
+//! back off with jitter. None affects other connections or webhook intake.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};

@@ -59,7 +59,9 @@ pub fn verify_app(
         .parse()
         .map_err(|_| SignatureError::BadTimestamp)?;
     let skew_ms = now_ms.saturating_sub(ts);
-    if skew_ms.abs() > MAX_SKEW_MS {
+    // `unsigned_abs`, not `abs`: a skew of exactly i64::MIN (found by the fuzzer) overflows
+    // `abs`, which panics in debug builds and, wrapped in release, would pass this check.
+    if skew_ms.unsigned_abs() > MAX_SKEW_MS.unsigned_abs() {
         return Err(SignatureError::Stale { skew_ms });
     }
     let expected = decode(signature)?;
@@ -175,6 +177,21 @@ mod tests {
             verify_app(b"k", b"x", "soon", Some(&sig), at),
             Err(SignatureError::BadTimestamp)
         );
+    }
+
+    #[test]
+    fn extreme_clock_and_timestamp_values_are_stale_not_a_panic() {
+        let sig = sign_app(b"k", "9223372036854775807", b"x");
+        // now - ts == i64::MIN exactly.
+        assert!(matches!(
+            verify_app(b"k", b"x", "9223372036854775807", Some(&sig), -1),
+            Err(SignatureError::Stale { .. })
+        ));
+        let sig = sign_app(b"k", "-9223372036854775808", b"x");
+        assert!(matches!(
+            verify_app(b"k", b"x", "-9223372036854775808", Some(&sig), i64::MAX),
+            Err(SignatureError::Stale { .. })
+        ));
     }
 
     #[test]

@@ -473,9 +473,11 @@ fn a_rotated_refresh_token_is_the_one_used_after_a_restart() {
     assert_eq!(code, 0);
 }
 
-/// The daemon dies (`kill -9`) after the token endpoint has rotated the refresh token
-/// and written its answer, before the daemon could commit the new grant: the new refresh
-/// token exists only outside the state file.
+/// The daemon dies (`kill -9`) as the token endpoint answers a refresh: the fake has
+/// rotated the refresh token and built its answer, and kills the daemon just before
+/// sending it. The new refresh token never reaches the state file, which is exactly the
+/// state the file is in when the process dies anywhere between receiving that answer and
+/// committing it (the daemon commits before it uses or forgets anything).
 ///
 /// Assumption, stated because Front does not document it: like the fake's
 /// [`Rotation::Grace`] (and many rotating providers), the endpoint keeps the presented
