@@ -19,6 +19,8 @@ use crate::webhook::WebhookState;
 /// What the admin endpoints report on. Fields behind locks are replaced on reload.
 pub struct AdminState {
     pub store: Store,
+    /// The daemon's single writer: operator commands commit in its order with everything else.
+    pub writer: crate::ingest::Writer,
     pub ready: AtomicBool,
     pub sinks: RwLock<BTreeMap<String, Arc<SinkStats>>>,
     pub subscriptions: RwLock<Vec<String>>,

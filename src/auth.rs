@@ -41,7 +41,7 @@ use crate::front::model::Me;
 use crate::front::oauth::{OAuthApp, TokenEndpoint, auth_command};
 use crate::front::ratelimit::RateLimiter;
 use crate::http::{Resp, ServeOptions, error, respond};
-use crate::ingest::{Writer, now_ms};
+use crate::ingest::now_ms;
 use crate::normalize::format_ms;
 use crate::secret::SecretValue;
 use crate::store::{OAuthGrant, Store, StoreError};
@@ -700,16 +700,13 @@ pub async fn handle_admin(
         obtained_at_ms: grant.obtained_at_ms,
     };
     // The daemon's own writer: the single-writer rule holds.
-    let Some(writer) = Writer::attached(&state.store) else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the state writer has stopped",
-        );
-    };
-    if let Err(e) = writer.put_oauth_grant(&name, grant.clone(), None).await {
+    if let Err(e) = state
+        .writer
+        .put_oauth_grant(&name, grant.clone(), None)
+        .await
+    {
         return error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
     }
-    drop(writer);
     if let Err(e) = source.replace(grant).await {
         return error(StatusCode::BAD_REQUEST, &e.to_string());
     }

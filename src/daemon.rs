@@ -173,6 +173,7 @@ pub async fn run(
     });
     let admin = Arc::new(AdminState {
         store: store.clone(),
+        writer: writer.clone(),
         ready: Default::default(),
         sinks: RwLock::new(BTreeMap::new()),
         subscriptions: RwLock::new(

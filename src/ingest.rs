@@ -439,36 +439,6 @@ impl Writer {
             .map_err(|_| IngestError::Stopped)?;
         rx.await.map_err(|_| IngestError::Stopped)?
     }
-
-    /// The writer of the state file `store` has open in this process, while the daemon
-    /// runs. This is how the admin listener reaches the single writer (operator commands
-    /// must not write beside it) without being handed one: [`spawn_writer`] registers a
-    /// weak handle, so this never keeps a stopping writer alive.
-    pub fn attached(store: &Store) -> Option<Writer> {
-        let attached = match ATTACHED.lock() {
-            Ok(a) => a,
-            Err(p) => p.into_inner(),
-        };
-        attached
-            .iter()
-            .find(|(path, _)| path.as_path() == store.path())
-            .and_then(|(_, weak)| weak.upgrade())
-            .map(|tx| Writer { tx })
-    }
-}
-
-/// Weak handles of the running writers, by state file (one writer per file: redb refuses
-/// a second open).
-static ATTACHED: std::sync::Mutex<Vec<(std::path::PathBuf, mpsc::WeakSender<WriteOp>)>> =
-    std::sync::Mutex::new(Vec::new());
-
-fn attach(store: &Store, tx: &mpsc::Sender<WriteOp>) {
-    let mut attached = match ATTACHED.lock() {
-        Ok(a) => a,
-        Err(p) => p.into_inner(),
-    };
-    attached.retain(|(path, weak)| weak.strong_count() > 0 && path.as_path() != store.path());
-    attached.push((store.path().to_path_buf(), tx.downgrade()));
 }
 
 /// Shared, swappable routing table (replaced on reload).
@@ -482,7 +452,6 @@ pub fn spawn_writer(
     metrics: Arc<Metrics>,
 ) -> std::io::Result<(Writer, std::thread::JoinHandle<()>)> {
     let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    attach(&store, &tx);
     let handle = std::thread::Builder::new()
         .name("frontsync-writer".into())
         .spawn(move || writer_loop(store, routing, bell, metrics, rx))?;
@@ -878,7 +847,7 @@ mod tests {
     }
 
     #[test]
-    fn dead_letter_ops_go_through_the_writer_and_do_not_keep_it_alive() {
+    fn dead_letter_ops_go_through_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let json = serde_json::to_vec(&serde_json::json!({"id": "s:c1", "revision": 1})).unwrap();
@@ -896,7 +865,7 @@ mod tests {
         };
         rt.block_on(writer.dead_letter("a", 1, rejection)).unwrap();
 
-        let attached = Writer::attached(&store).expect("the running writer is attached");
+        let attached = writer.clone();
         let (unknown, requeued) = rt.block_on(async {
             // Both in flight at once, likely one commit: the refused one fails nothing.
             tokio::join!(
@@ -918,11 +887,10 @@ mod tests {
                 .expect("bell rung")
         });
 
-        // A weak registration: once the handles are gone the writer stops.
+        // Once every handle is gone the writer stops.
         drop(attached);
         drop(writer);
         thread.join().unwrap();
-        assert!(Writer::attached(&store).is_none());
     }
 }
 

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 use crate::admin::AdminState;
 use crate::config::Config;
 use crate::http::{Resp, error};
-use crate::ingest::{ConversationState, IngestError, Writer};
+use crate::ingest::{ConversationState, IngestError};
 use crate::store::{
     DeadLetterOutcome, DeadLetterSelection, LetterMoved, Store, StoreError, counters,
 };
@@ -363,12 +363,11 @@ async fn change_in_daemon(
     check_sink(sink, &sink_names(state))?;
     // The daemon's own writer: the change is committed in its order with everything else,
     // and it rings the sink's bell after the commit.
-    let writer = Writer::attached(&state.store).ok_or(IngestError::Stopped)?;
+    let writer = &state.writer;
     let outcome = match action {
         Action::Retry => writer.requeue_dead_letters(sink, selection).await?,
         Action::Drop => writer.drop_dead_letters(sink, selection).await?,
     };
-    drop(writer);
     let mut report = interpret(sink, action, outcome)?;
     if !report.letters.is_empty() {
         tracing::info!(
