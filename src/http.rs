@@ -1,6 +1,16 @@
 //! A minimal hyper HTTP/1 server loop shared by the webhook and admin listeners: a
 //! connection limit, a header read timeout, keep-alive, and graceful shutdown (in-flight
 //! requests finish, idle connections close).
+//!
+//! What the limits guarantee: a connection holds one of `max_connections` permits, and it
+//! cannot hold it silently for longer than `header_timeout`. hyper starts the head deadline
+//! when it begins reading a request head, including the next one on a kept-alive
+//! connection, so a client that never sends a byte, dribbles its head (slowloris) or sits
+//! idle after a response is cut at `header_timeout`. Connections beyond the limit wait in
+//! the kernel backlog, first come first served, so a good request queued behind N silent
+//! ones is answered within about `ceil((N + 1) / max_connections) * header_timeout`.
+//! A body, once its head arrived, has the handler's own deadline (30 s for webhooks).
+//! `tests/it/security.rs` measures all of this against the real binary.
 
 use std::convert::Infallible;
 use std::future::Future;

@@ -30,7 +30,7 @@ pub struct Args {
     pub keep: Option<PathBuf>,
     /// Before each start, wait up to this many seconds for other processes to use less
     /// than 0.2 cores. 0 = do not wait.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 10)]
     pub quiet_wait: u64,
 }
 
@@ -153,7 +153,6 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         ("ready_ms", "start -> ready (ms)"),
         ("rss_idle_mb", "RSS idle after ready (MB)"),
         ("rss_hwm_mb", "RSS high-water (MB)"),
-        ("cpu_ms", "CPU until idle (ms)"),
     ] {
         let cell = |m: &std::collections::BTreeMap<&'static str, stats::Spread>| {
             m.get(key)
@@ -197,9 +196,6 @@ fn start_once(daemon: &Path, config: &Path, quiet_wait: u64) -> anyhow::Result<F
     if let Some((rss, hwm)) = server::memory_kib(srv.pid) {
         f.insert("rss_idle_mb", rss as f64 / 1024.0);
         f.insert("rss_hwm_mb", hwm as f64 / 1024.0);
-    }
-    if let Some(cpu) = server::cpu_seconds(&srv.pid.to_string()) {
-        f.insert("cpu_ms", cpu * 1e3);
     }
     let status = srv.stop()?;
     if !status.success() {

@@ -47,7 +47,7 @@ pub struct Args {
     pub no_baseline: bool,
     /// Before each run, wait up to this many seconds for other processes to use less than
     /// 0.2 cores (a shared machine). 0 = do not wait.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 10)]
     pub quiet_wait: u64,
     /// Run the daemon with the writer's per-commit debug line on and report commits,
     /// operations per commit and commit time (costs one log line per commit).

@@ -510,7 +510,7 @@ mod base64_free {
             } as u32)
         };
         let b = s.as_bytes();
-        if b.len() % 4 != 0 {
+        if !b.len().is_multiple_of(4) {
             return None;
         }
         let mut out = Vec::with_capacity(b.len() / 4 * 3);
