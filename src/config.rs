@@ -1755,8 +1755,10 @@ impl<'a> Cx<'a> {
     ) -> Option<Secret> {
         match kind {
             "env" if value.contains(['=', '\0']) => {
-                let message =
-                    format!("env of the secret {key} in {table} is not a variable name: {value:?}");
+                // Not echoed: a value with "=" is often the secret itself, pasted by mistake.
+                let message = format!(
+                    "env of the secret {key} in {table} is not a variable name (it contains \"=\"; env takes the name of a variable, never the secret itself)"
+                );
                 self.error(span, message);
                 None
             }

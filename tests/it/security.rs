@@ -861,6 +861,8 @@ sinks = ["archive"]
         format!("token = [\"{LITERAL}\"]"),
         format!("token = {{ value = \"{LITERAL}\" }}"),
         format!("token = {{ env = \"A\", literal = \"{LITERAL}\" }}"),
+        // The secret pasted where a variable name belongs.
+        format!("token = {{ env = \"{LITERAL}=\" }}"),
         format!("token = \"{LITERAL}"),
         format!("token = '{LITERAL}' x"),
         format!("token = {{ env = {LITERAL} }}"),
