@@ -611,26 +611,8 @@ pub async fn handle_admin(
         ["oauth", name, "grant"] if !name.is_empty() => name.to_string(),
         _ => return error(StatusCode::NOT_FOUND, "not found"),
     };
-    if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-    }
-    if !peer.ip().to_canonical().is_loopback() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "grants are accepted only from loopback addresses",
-        );
-    }
-    let is_json = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as application/json",
-        );
+    if let Some(refused) = crate::http::guard_local_json_post(&req, peer, "grants") {
+        return refused;
     }
     let signature = req
         .headers()

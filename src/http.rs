@@ -121,3 +121,31 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Resp {
 pub fn error(status: StatusCode, message: &str) -> Resp {
     json(status, &serde_json::json!({ "error": message }))
 }
+
+/// The checks every state-changing admin route makes: `POST`, from a loopback address (even
+/// with `allow_remote`), with a JSON body (a web page cannot send that cross-origin without
+/// a preflight). `None` when the request passes; else the response to send.
+pub fn guard_local_json_post<B>(req: &Request<B>, peer: SocketAddr, what: &str) -> Option<Resp> {
+    if req.method() != hyper::Method::POST {
+        return Some(error(StatusCode::METHOD_NOT_ALLOWED, "use POST"));
+    }
+    if !peer.ip().to_canonical().is_loopback() {
+        return Some(error(
+            StatusCode::FORBIDDEN,
+            &format!("{what} are accepted only from loopback addresses"),
+        ));
+    }
+    let is_json = req
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Some(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as application/json",
+        ));
+    }
+    None
+}

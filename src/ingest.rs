@@ -276,50 +276,51 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// Sends one operation to the writer thread and waits for its commit.
+    async fn call<T>(
+        &self,
+        op: impl FnOnce(oneshot::Sender<Result<T, IngestError>>) -> WriteOp,
+    ) -> Result<T, IngestError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(op(reply))
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        rx.await.map_err(|_| IngestError::Stopped)?
+    }
+
     /// Records events (and optionally a cursor) durably.
     pub async fn ingest(
         &self,
         events: Vec<IncomingEvent>,
         cursors: Vec<CursorUpdate>,
     ) -> Result<IngestOutcome, IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::Ingest {
-                events,
-                cursors,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::Ingest {
+            events,
+            cursors,
+            reply,
+        })
+        .await
     }
 
     /// Forgets up to `max` seen event ids first recorded before `cutoff_ms`.
     pub async fn prune_seen(&self, cutoff_ms: u64, max: usize) -> Result<usize, IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::PruneSeen {
-                cutoff_ms,
-                max,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::PruneSeen {
+            cutoff_ms,
+            max,
+            reply,
+        })
+        .await
     }
 
     /// Forgets a pending webhook preview that cannot be completed.
     pub async fn drop_preview(&self, connection: &str, event_id: &str) -> Result<(), IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::DropPreview {
-                connection: connection.to_string(),
-                event_id: event_id.to_string(),
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::DropPreview {
+            connection: connection.to_string(),
+            event_id: event_id.to_string(),
+            reply,
+        })
+        .await
     }
 
     /// Keeps a webhook preview durably until it is completed through the API. Returns false
@@ -330,31 +331,23 @@ impl Writer {
         event_id: &str,
         event_json: Vec<u8>,
     ) -> Result<bool, IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::Defer {
-                connection: connection.to_string(),
-                event_id: event_id.to_string(),
-                event_json,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::Defer {
+            connection: connection.to_string(),
+            event_id: event_id.to_string(),
+            event_json,
+            reply,
+        })
+        .await
     }
 
     /// Removes delivered entries from a sink's outbox.
     pub async fn ack(&self, sink: &str, seqs: Vec<u64>) -> Result<(), IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::Ack {
-                sink: sink.to_string(),
-                seqs,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::Ack {
+            sink: sink.to_string(),
+            seqs,
+            reply,
+        })
+        .await
     }
 
     /// Moves one outbox entry to the sink's dead letters.
@@ -364,17 +357,13 @@ impl Writer {
         seq: u64,
         letter: Rejection,
     ) -> Result<(), IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::DeadLetter {
-                sink: sink.to_string(),
-                seq,
-                letter,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::DeadLetter {
+            sink: sink.to_string(),
+            seq,
+            letter,
+            reply,
+        })
+        .await
     }
 }
 
@@ -387,16 +376,12 @@ impl Writer {
         sink: &str,
         selection: DeadLetterSelection,
     ) -> Result<DeadLetterOutcome, IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::RequeueDead {
-                sink: sink.to_string(),
-                selection,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::RequeueDead {
+            sink: sink.to_string(),
+            selection,
+            reply,
+        })
+        .await
     }
 
     /// Deletes dead letters of `sink`; all or nothing, like
@@ -406,16 +391,12 @@ impl Writer {
         sink: &str,
         selection: DeadLetterSelection,
     ) -> Result<DeadLetterOutcome, IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::DropDead {
-                sink: sink.to_string(),
-                selection,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::DropDead {
+            sink: sink.to_string(),
+            selection,
+            reply,
+        })
+        .await
     }
 
     /// Stores an OAuth grant durably: a new authorization when `replaces` is `None`, else a
@@ -427,17 +408,13 @@ impl Writer {
         grant: OAuthGrant,
         replaces: Option<SecretValue>,
     ) -> Result<bool, IngestError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(WriteOp::PutGrant {
-                connection: connection.to_string(),
-                grant,
-                replaces,
-                reply,
-            })
-            .await
-            .map_err(|_| IngestError::Stopped)?;
-        rx.await.map_err(|_| IngestError::Stopped)?
+        self.call(|reply| WriteOp::PutGrant {
+            connection: connection.to_string(),
+            grant,
+            replaces,
+            reply,
+        })
+        .await
     }
 }
 

@@ -317,26 +317,8 @@ pub async fn handle(state: Arc<AdminState>, req: Request<Incoming>, peer: Socket
         ["outbox", sink, "drop"] if !sink.is_empty() => (sink.to_string(), Action::Drop),
         _ => return error(StatusCode::NOT_FOUND, "not found"),
     };
-    if req.method() != Method::POST {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
-    }
-    if !peer.ip().to_canonical().is_loopback() {
-        return error(
-            StatusCode::FORBIDDEN,
-            "outbox changes are accepted only from loopback addresses",
-        );
-    }
-    let is_json = req
-        .headers()
-        .get(hyper::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
-        return error(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "send the body as application/json",
-        );
+    if let Some(refused) = crate::http::guard_local_json_post(&req, peer, "outbox changes") {
+        return refused;
     }
     let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
