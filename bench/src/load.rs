@@ -153,7 +153,17 @@ struct WorkerOut {
     last_ns: u64,
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// One keep-alive HTTP/1 connection's request handle.
+pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Opens `n` connections (done before a run, so the run's clock and CPU window exclude it).
+pub async fn connect_all(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Sender>> {
+    let mut senders = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        senders.push(connect(addr).await?);
+    }
+    Ok(senders)
+}
 
 async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
     let stream = tokio::net::TcpStream::connect(addr)
@@ -167,21 +177,18 @@ async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-/// Sends every payload once to `http://{addr}{path}`; returns when all are answered.
+/// Sends every payload once to `http://{addr}{path}` over `senders` (one worker each);
+/// returns when all are answered.
 pub async fn run(
     addr: SocketAddr,
     path: &str,
+    senders: Vec<Sender>,
     payloads: Arc<Payloads>,
     spec: LoadSpec,
     base: Instant,
 ) -> anyhow::Result<LoadResult> {
     let n = payloads.len();
     let sent_ns: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(NONE)).collect());
-    // Connect everything before the clock starts.
-    let mut senders = Vec::with_capacity(spec.concurrency);
-    for _ in 0..spec.concurrency.max(1) {
-        senders.push(connect(addr).await?);
-    }
     let host = HeaderValue::from_str(&addr.to_string())?;
     let path: Arc<str> = Arc::from(path);
     let next = Arc::new(AtomicUsize::new(0));

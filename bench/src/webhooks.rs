@@ -129,10 +129,13 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         for target in targets {
             eprintln!("run {}/{}: {}...", run + 1, args.runs, target.name());
             let figures = run_once(&rt, &args, &daemon, target, &payloads, &warmup)?;
+            let get = |k: &str| figures.get(k).copied().unwrap_or(f64::NAN);
             eprintln!(
-                "  {:.0} acks/s, ack p99 {:.2} ms",
-                figures.get("throughput").copied().unwrap_or(0.0),
-                figures.get("ack_p99_ms").copied().unwrap_or(0.0)
+                "  {:.0} acks/s, ack p99 {:.2} ms, jsonl p99 {:.2} ms, other processes {:.2} cores",
+                get("throughput"),
+                get("ack_p99_ms"),
+                get("e2e_p99_ms"),
+                get("other_cpu_cores"),
             );
             runs.push((target, figures));
         }
@@ -163,6 +166,9 @@ fn run_once(
                 std::fs::create_dir_all(dir.path().join("state"))?;
                 std::fs::copy(seed, dir.path().join("state/frontsync.redb"))
                     .with_context(|| format!("cannot copy {}", seed.display()))?;
+                // Flush the copy now, or the daemon's first commit (fsync) would pay for
+                // writing back hundreds of MB of dirty pages and its ready time with it.
+                std::fs::File::open(dir.path().join("state/frontsync.redb"))?.sync_all()?;
             }
             (
                 server::frontsync_command(daemon, &config, args.commit_stats),
@@ -187,7 +193,15 @@ fn run_once(
         rate: None,
     };
     if !warmup.is_empty() {
-        let w = rt.block_on(load::run(srv.addr, ROUTE, warmup.clone(), closed, base))?;
+        let senders = rt.block_on(load::connect_all(srv.addr, args.concurrency))?;
+        let w = rt.block_on(load::run(
+            srv.addr,
+            ROUTE,
+            senders,
+            warmup.clone(),
+            closed,
+            base,
+        ))?;
         if w.ok != warmup.len() {
             bail!(
                 "{}: warmup got {} of {} acknowledged; server stderr:\n{}",
@@ -200,10 +214,14 @@ fn run_once(
         // Let the sink catch up with the warmup before measuring.
         std::thread::sleep(Duration::from_millis(300));
     }
+    let connected = Instant::now();
+    let senders = rt.block_on(load::connect_all(srv.addr, args.concurrency))?;
+    let connect_ms = connected.elapsed().as_secs_f64() * 1e3;
     let _ = srv.take_commits();
     let tail = jsonl.map(|p| Tail::start(p, "b", payloads.len(), base));
     let sampler = RssSampler::start(srv.pid);
     let pid = srv.pid.to_string();
+    let window = Instant::now();
     let cpu0 = server::cpu_seconds(&pid).context("cannot read server CPU time")?;
     let client0 = server::cpu_seconds("self").unwrap_or(0.0);
     let machine0 = server::machine_busy_seconds().unwrap_or(0.0);
@@ -211,11 +229,20 @@ fn run_once(
         concurrency: args.concurrency,
         rate: args.rate,
     };
-    let res = rt.block_on(load::run(srv.addr, ROUTE, payloads.clone(), spec, base))?;
+    let res = rt.block_on(load::run(
+        srv.addr,
+        ROUTE,
+        senders,
+        payloads.clone(),
+        spec,
+        base,
+    ))?;
     let cpu1 = server::cpu_seconds(&pid).unwrap_or(cpu0);
     let client1 = server::cpu_seconds("self").unwrap_or(client0);
     let machine1 = server::machine_busy_seconds().unwrap_or(machine0);
     let elapsed = res.elapsed.as_secs_f64().max(1e-9);
+    // CPU shares are over the measured window (a little longer than `elapsed`).
+    let window = window.elapsed().as_secs_f64().max(1e-9);
 
     // End to end: wait for the acknowledged events' lines.
     if let Some(tail) = tail {
@@ -285,20 +312,21 @@ fn run_once(
     if let Some(h) = hwm {
         f.insert("rss_hwm_mb", h as f64 / 1024.0);
     }
-    f.insert("cpu_cores", (cpu1 - cpu0) / elapsed);
+    f.insert("cpu_cores", (cpu1 - cpu0) / window);
     // Includes delivering the lines to the sink after the last ack.
     f.insert(
         "cpu_us_per_ack",
         (cpu_done - cpu0) / res.ok.max(1) as f64 * 1e6,
     );
-    f.insert("client_cpu_cores", (client1 - client0) / elapsed);
+    f.insert("client_cpu_cores", (client1 - client0) / window);
     f.insert(
         "other_cpu_cores",
-        ((machine1 - machine0) - (cpu1 - cpu0) - (client1 - client0)).max(0.0) / elapsed,
+        ((machine1 - machine0) - (cpu1 - cpu0) - (client1 - client0)).max(0.0) / window,
     );
     f.insert("non_200", res.non_200 as f64);
     f.insert("errors", res.errors as f64);
     f.insert("elapsed_s", elapsed);
+    f.insert("connect_ms", connect_ms);
     f.insert("ok", res.ok as f64);
     if res.non_200 > 0 || res.errors > 0 {
         eprintln!(
