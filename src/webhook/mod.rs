@@ -81,7 +81,13 @@ pub async fn handle(state: Arc<WebhookState>, req: Request<Incoming>, peer: Sock
     else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    let resp = handle_connection(&state, req, &connection).await;
+    let mut resp = handle_connection(&state, req, &connection).await;
+    if matches!(resp.status().as_u16(), 408 | 413) {
+        // The body was not read to its end, so this connection cannot carry another request:
+        // say so, or a client would reuse it from its pool and meet a closed socket.
+        resp.headers_mut()
+            .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let outcome = outcome_name(resp.status());
     // The name comes from the request path: counting every unknown one under its own name
     // would let anyone grow this map (and /metrics) without bound and put any text in a

@@ -183,8 +183,20 @@ fn rejected_requests_get_their_status_and_change_nothing() {
         ),
         400
     );
-    // Oversized body (limit 65536 in the test config).
+    // Oversized body (limit 65536 in the test config). The body is not read to its end, so
+    // the connection is closed and the answer says so (no client reuses it).
     let big = vec![b' '; 70_000];
+    let refused = rt
+        .block_on(
+            reqwest::Client::new()
+                .post(&url)
+                .header("x-front-signature", sign_rule(&big))
+                .body(big.clone())
+                .send(),
+        )
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    assert_eq!(refused.headers()["connection"], "close");
     assert_eq!(
         status(
             client
