@@ -786,22 +786,20 @@ impl Txn<'_> {
 
     /// Adds `n` to a counter.
     pub fn add_counter(&mut self, name: &str, scope: &str, n: u64) -> Result<(), StoreError> {
-        if n == 0 {
-            return Ok(());
-        }
-        let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
-        let key = compound(name, scope);
-        let v = t
-            .get(key.as_str())
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        t.insert(key.as_str(), v.saturating_add(n))
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.adjust_counter(name, scope, n, u64::saturating_add)
     }
 
     fn sub_counter(&mut self, name: &str, scope: &str, n: u64) -> Result<(), StoreError> {
+        self.adjust_counter(name, scope, n, u64::saturating_sub)
+    }
+
+    fn adjust_counter(
+        &mut self,
+        name: &str,
+        scope: &str,
+        n: u64,
+        op: fn(u64, u64) -> u64,
+    ) -> Result<(), StoreError> {
         if n == 0 {
             return Ok(());
         }
@@ -812,8 +810,7 @@ impl Txn<'_> {
             .map_err(|e| self.err(e))?
             .map(|v| v.value())
             .unwrap_or(0);
-        t.insert(key.as_str(), v.saturating_sub(n))
-            .map_err(|e| self.err(e))?;
+        t.insert(key.as_str(), op(v, n)).map_err(|e| self.err(e))?;
         Ok(())
     }
 
