@@ -298,24 +298,9 @@ impl Store {
         self.counter(counters::OUTBOX_DEPTH, sink)
     }
 
-    /// Dead letters of `sink`, oldest first.
+    /// Every dead letter of `sink`, oldest first.
     pub fn dead_letters(&self, sink: &str) -> Result<Vec<(u64, DeadLetter)>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
-        let table = txn.open_table(DEAD_LETTERS).map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
-        for row in table
-            .range((sink, 0u64)..=(sink, u64::MAX))
-            .map_err(|e| self.db_err(e))?
-        {
-            let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let letter = serde_json::from_slice(v.value()).map_err(|e| StoreError::Corrupt {
-                path: self.path.to_path_buf(),
-                table: "dead_letters_v1",
-                message: e.to_string(),
-            })?;
-            out.push((k.value().1, letter));
-        }
-        Ok(out)
+        self.dead_letters_head(sink, usize::MAX)
     }
 
     /// Up to `limit` dead letters of `sink`, oldest first (a listing must stay bounded

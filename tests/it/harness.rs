@@ -8,8 +8,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 
 pub const RULE_SECRET: &str = "rule-secret-for-tests";
@@ -329,18 +327,15 @@ pub fn read_jsonl(path: &Path) -> Vec<Value> {
     }
 }
 
+/// Signs like a Front rule webhook with the test secret (the scheme is pinned by known
+/// vectors in `webhook::verify`'s unit tests).
 pub fn sign_rule(body: &[u8]) -> String {
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(RULE_SECRET.as_bytes()).unwrap();
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    frontsync::webhook::verify::sign_rule(RULE_SECRET.as_bytes(), body)
 }
 
+/// Signs like a Front application webhook with the test secret.
 pub fn sign_app(ts: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(APP_SECRET.as_bytes()).unwrap();
-    mac.update(ts.as_bytes());
-    mac.update(b":");
-    mac.update(body);
-    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    frontsync::webhook::verify::sign_app(APP_SECRET.as_bytes(), ts, body)
 }
 
 pub fn now_ms() -> u64 {
