@@ -161,16 +161,8 @@ fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
         },
     );
     // Both outboxes drained: everything committed has been delivered.
-    let rt = runtime();
     wait_until(Duration::from_secs(60), "empty outboxes", || {
-        let v: serde_json::Value = rt.block_on(async {
-            reqwest::get(format!("http://{}/status", d.admin))
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
-        })?;
+        let v: serde_json::Value = d.try_status()?;
         (v["sinks"]["archive"]["outbox_depth"] == 0 && v["sinks"]["next"]["outbox_depth"] == 0)
             .then_some(())
     });

@@ -77,14 +77,7 @@ fn a_full_jsonl_disk_is_retried_while_other_sinks_continue_and_nothing_is_lost()
         Duration::from_secs(15),
         "the jsonl error in /status",
         || {
-            let v: Value = rt.block_on(async {
-                reqwest::get(format!("http://{}/status", d.admin))
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()
-            })?;
+            let v: Value = d.try_status()?;
             v["sinks"]["archive"]["last_error"].is_string().then_some(v)
         },
     );

@@ -165,6 +165,17 @@ impl TestDaemon {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    /// The daemon's `/status` document, or `None` when it does not answer (yet).
+    pub fn try_status(&self) -> Option<Value> {
+        let url = format!("http://{}/status", self.admin);
+        runtime().block_on(async { reqwest::get(url).await.ok()?.json().await.ok() })
+    }
+
+    /// The daemon's `/status` document.
+    pub fn status(&self) -> Value {
+        self.try_status().expect("the daemon answers /status")
+    }
+
     /// Sends a signal by name (`HUP`, `TERM`...).
     pub fn signal(&self, sig: &str) {
         unsafe_kill(self.pid(), sig)

@@ -105,17 +105,6 @@ fn outbox_json(dir: &Path) -> Value {
     serde_json::from_str(&stdout).unwrap()
 }
 
-fn status(rt: &tokio::runtime::Runtime, d: &TestDaemon) -> Value {
-    rt.block_on(async {
-        reqwest::get(format!("http://{}/status", d.admin))
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    })
-}
-
 /// An inbound event of conversation `cnv`, `step` seconds after the first one: each step
 /// is a new message, so with `emit = ["created","updated"]` each one is a new revision.
 fn event(evt: &str, cnv: &str, step: u64) -> Value {
@@ -202,7 +191,7 @@ fn an_outage_at_start_delays_only_next_and_recovery_creates_each_highlight_once(
     assert_eq!(lines.len(), n);
     assert_eq!(next.created_count(), 0);
     let s = wait_until(Duration::from_secs(10), "a recorded next failure", || {
-        let s = status(&rt, &d);
+        let s = d.status();
         (!s["sinks"]["next"]["last_error"].is_null() && next.refused_connections() > 0).then_some(s)
     });
     assert_eq!(s["sinks"]["next"]["outbox_depth"], n);
@@ -220,7 +209,7 @@ fn an_outage_at_start_delays_only_next_and_recovery_creates_each_highlight_once(
         assert_eq!(r.header("content-type"), Some("application/json"));
     }
     let s = wait_until(Duration::from_secs(5), "next delivered", || {
-        let s = status(&rt, &d);
+        let s = d.status();
         (s["sinks"]["next"]["delivered_total"] == n).then_some(s)
     });
     assert_eq!(s["sinks"]["next"]["outbox_depth"], 0);
@@ -262,7 +251,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
     // A is refused for good; B and C keep flowing.
     send(&rt, &d, &event("evt_a", "cnv_a", 0));
     let sink = wait_until(Duration::from_secs(10), "a dead letter", || {
-        let s = status(&rt, &d);
+        let s = d.status();
         (s["sinks"]["next"]["dead_letters"] == 1).then(|| s["sinks"]["next"].clone())
     });
     // The rejection is the sink's last error until its next success.
@@ -274,7 +263,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
     send(&rt, &d, &event("evt_c", "cnv_c", 0));
     wait_created(&next, 2, 10);
     assert_created_exactly(&next, &[key("cnv_b", 1), key("cnv_c", 1)]);
-    let s = status(&rt, &d);
+    let s = d.status();
     let sink = &s["sinks"]["next"];
     assert_eq!(sink["dead_letters"], 1);
     assert_eq!(sink["outbox_depth"], 0);
@@ -302,7 +291,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
     let (code, _, stderr) = outbox(dir.path(), &["drop", "next", "999", &a_seq.to_string()]);
     assert_eq!(code, 1);
     assert!(stderr.contains("no dead letter 999"), "{stderr}");
-    assert_eq!(status(&rt, &d)["sinks"]["next"]["dead_letters"], 1);
+    assert_eq!(d.status()["sinks"]["next"]["dead_letters"], 1);
 
     // Retry while the daemon runs: A is created once, at the end.
     let (code, stdout, stderr) = outbox(dir.path(), &["retry", "next", "--all"]);
@@ -314,7 +303,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
     wait_created(&next, 3, 10);
     assert_created_exactly(&next, &[key("cnv_a", 1), key("cnv_b", 1), key("cnv_c", 1)]);
     let s = wait_until(Duration::from_secs(5), "delivered 3", || {
-        let s = status(&rt, &d);
+        let s = d.status();
         (s["sinks"]["next"]["delivered_total"] == 3).then_some(s)
     });
     assert_eq!(s["sinks"]["next"]["dead_letters"], 0);
@@ -334,7 +323,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
     let (code, stdout, stderr) = outbox(dir.path(), &["drop", "next", &d_seq.to_string()]);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains("dropped 1 dead letter"), "{stdout}");
-    let s = status(&rt, &d);
+    let s = d.status();
     assert_eq!(s["sinks"]["next"]["dead_letters"], 0);
     assert_eq!(s["sinks"]["next"]["outbox_depth"], 0);
     assert!(
@@ -349,7 +338,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
     next.answer_next(1, 400, None);
     send(&rt, &d, &event("evt_e", "cnv_e", 0));
     wait_until(Duration::from_secs(10), "e dead-lettered", || {
-        (status(&rt, &d)["sinks"]["next"]["dead_letters"] == 1).then_some(())
+        (d.status()["sinks"]["next"]["dead_letters"] == 1).then_some(())
     });
     let (code, _) = d.terminate();
     assert_eq!(code, 0);
@@ -378,7 +367,7 @@ fn a_rejected_highlight_is_dead_lettered_then_retried_or_dropped_by_the_operator
         ],
     );
     wait_until(Duration::from_secs(5), "status after restart", || {
-        let s = status(&rt, &d);
+        let s = d.status();
         let sink = &s["sinks"]["next"];
         (sink["dead_letters"] == 0 && sink["outbox_depth"] == 0 && sink["delivered_total"] == 4)
             .then_some(())
@@ -430,7 +419,7 @@ fn kill_9_during_delivery_loses_nothing_and_creates_each_key_once() {
     assert!(first.len() >= 2, "{first:?}");
     assert!(first.iter().skip(1).all(|r| !r.created));
     wait_until(Duration::from_secs(5), "outbox drained", || {
-        let s = status(&rt, &d);
+        let s = d.status();
         (s["sinks"]["next"]["outbox_depth"] == 0).then_some(())
     });
     // The JSONL sink lost nothing and holds no line twice.
@@ -538,9 +527,8 @@ fn a_10000_deep_outbox_does_not_grow_memory() {
     });
     let rss_1k = vm_rss_kb(pid);
     send_range(1_000, 10_000);
-    let rt1 = runtime();
     wait_until(Duration::from_secs(30), "outbox at 10000", || {
-        (status(&rt1, &d)["sinks"]["next"]["outbox_depth"] == 10_000).then_some(())
+        (d.status()["sinks"]["next"]["outbox_depth"] == 10_000).then_some(())
     });
     let rss_10k = vm_rss_kb(pid);
     let growth_mb = (rss_10k.saturating_sub(rss_1k)) as f64 / 1024.0;

@@ -190,14 +190,7 @@ fn metrics_and_status_reflect_delivered_events() {
         (read_jsonl(&d.jsonl_path()).len() == 3).then_some(())
     });
     let status: Value = wait_until(Duration::from_secs(10), "delivered_total 3", || {
-        let v: Value = rt.block_on(async {
-            reqwest::get(format!("http://{}/status", d.admin))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap()
-        });
+        let v: Value = d.status();
         (v["sinks"]["archive"]["delivered_total"] == 3
             && v["sinks"]["console"]["delivered_total"] == 3)
             .then_some(v)

@@ -153,14 +153,7 @@ fn new_events_arrive_on_the_next_poll_and_overlap_with_webhooks_makes_no_duplica
     assert_eq!(assert_unique(&lines).len(), 2);
 
     // Status shows the poller's cursor.
-    let status: Value = rt.block_on(async {
-        reqwest::get(format!("http://{}/status", d.admin))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let status: Value = d.status();
     assert!(
         status["subscriptions"]["support"]["cursor"].is_string(),
         "{status}"
@@ -315,14 +308,7 @@ fn a_rejected_token_stops_polling_with_a_clear_error_and_webhooks_keep_working()
         200
     );
     wait_lines(&d, 1, 10);
-    let status: Value = rt.block_on(async {
-        reqwest::get(format!("http://{}/status", d.admin))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let status: Value = d.status();
     assert!(
         status["subscriptions"]["support"]["last_error"]
             .as_str()
