@@ -11,13 +11,17 @@
 mod oauth;
 mod tables;
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use frontsync_sinks::Delivery;
-use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{
+    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
+    TableDefinition,
+};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use oauth::OAuthGrant;
@@ -211,18 +215,16 @@ impl Store {
         })?;
         // Create every table so readers never meet a missing one.
         self.write(|txn| {
-            txn.txn.open_table(SEEN_EVENTS).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(SEEN_BY_TIME).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(CONVERSATIONS).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(OUTBOX).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(OUTBOX_SEQ).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(DEAD_LETTERS).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(COUNTERS).map_err(|e| txn.err(e))?;
-            txn.txn.open_table(CURSORS).map_err(|e| txn.err(e))?;
-            txn.txn
-                .open_table(PENDING_PREVIEWS)
-                .map_err(|e| txn.err(e))?;
-            txn.txn.open_table(OAUTH_GRANTS).map_err(|e| txn.err(e))?;
+            txn.seen()?;
+            txn.seen_by_time()?;
+            txn.conversations()?;
+            txn.outbox()?;
+            txn.outbox_seq()?;
+            txn.dead_letters()?;
+            txn.counters_table()?;
+            txn.cursors()?;
+            txn.pending_previews()?;
+            txn.oauth_grants()?;
             Ok(())
         })
     }
@@ -233,11 +235,10 @@ impl Store {
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        let mut t = Txn {
-            txn: &txn,
-            path: &self.path,
-        };
-        let result = f(&mut t);
+        let mut t = Txn::new(&txn, &self.path);
+        let result = f(&mut t).and_then(|r| t.finish().map(|()| r));
+        // The open tables borrow the transaction; they close before it commits.
+        drop(t);
         match result {
             Ok(r) => {
                 txn.commit().map_err(|e| self.db_err(e))?;
@@ -451,17 +452,120 @@ fn get_json<T: DeserializeOwned>(
 type RawLetter = (u64, Vec<u8>);
 
 /// One open write transaction, with typed operations.
+///
+/// Tables are opened on first use and kept open until the commit, and the outbox sequence
+/// numbers and counters an operation touches are kept in memory and written once, by
+/// [`Txn::finish`]: one commit applies up to `MAX_BATCH_OPS` events, and reopening a table
+/// or rewriting a counter row for each of them cost the writer as much as the rows
+/// themselves.
 pub struct Txn<'a> {
     txn: &'a redb::WriteTransaction,
     path: &'a Path,
+    tables: OpenTables<'a>,
+    /// Counter values touched in this transaction, by `compound(name, scope)`.
+    counters: HashMap<String, u64>,
+    /// The next outbox sequence number of each sink touched in this transaction.
+    next_seqs: HashMap<String, u64>,
 }
 
-impl Txn<'_> {
-    fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db {
-            path: self.path.to_path_buf(),
-            message: e.to_string(),
+/// The tables a [`Txn`] has opened so far. redb refuses to open a table twice at once, so
+/// every access inside a transaction goes through these slots.
+#[derive(Default)]
+struct OpenTables<'t> {
+    seen: Option<Table<'t, &'static str, u64>>,
+    seen_by_time: Option<Table<'t, (u64, &'static str), ()>>,
+    conversations: Option<Table<'t, &'static str, &'static [u8]>>,
+    outbox: Option<Table<'t, (&'static str, u64), &'static [u8]>>,
+    outbox_seq: Option<Table<'t, &'static str, u64>>,
+    dead_letters: Option<Table<'t, (&'static str, u64), &'static [u8]>>,
+    counters_table: Option<Table<'t, &'static str, u64>>,
+    cursors: Option<Table<'t, &'static str, &'static [u8]>>,
+    pending_previews: Option<Table<'t, (&'static str, &'static str), &'static [u8]>>,
+    oauth_grants: Option<Table<'t, &'static str, &'static [u8]>>,
+}
+
+/// The table in `slot`, opening it first if this transaction has not yet.
+fn opened<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
+    slot: &'s mut Option<Table<'t, K, V>>,
+    txn: &'t redb::WriteTransaction,
+    definition: TableDefinition<K, V>,
+    path: &Path,
+) -> Result<&'s mut Table<'t, K, V>, StoreError> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(definition).map_err(|e| db_err(path, e))?);
+    }
+    slot.as_mut()
+        .ok_or_else(|| db_err(path, "table could not be opened"))
+}
+
+fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Db {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// One accessor per table: `self.seen()?` is the open `seen_events_v1` table.
+macro_rules! table_accessors {
+    ($($name:ident: $definition:ident => $k:ty, $v:ty;)*) => {
+        $(
+            fn $name(&mut self) -> Result<&mut Table<'a, $k, $v>, StoreError> {
+                opened(&mut self.tables.$name, self.txn, $definition, self.path)
+            }
+        )*
+    };
+}
+
+impl<'a> Txn<'a> {
+    fn new(txn: &'a redb::WriteTransaction, path: &'a Path) -> Self {
+        Txn {
+            txn,
+            path,
+            tables: OpenTables::default(),
+            counters: HashMap::new(),
+            next_seqs: HashMap::new(),
         }
+    }
+
+    table_accessors! {
+        seen: SEEN_EVENTS => &'static str, u64;
+        seen_by_time: SEEN_BY_TIME => (u64, &'static str), ();
+        conversations: CONVERSATIONS => &'static str, &'static [u8];
+        outbox: OUTBOX => (&'static str, u64), &'static [u8];
+        outbox_seq: OUTBOX_SEQ => &'static str, u64;
+        dead_letters: DEAD_LETTERS => (&'static str, u64), &'static [u8];
+        counters_table: COUNTERS => &'static str, u64;
+        cursors: CURSORS => &'static str, &'static [u8];
+        pending_previews: PENDING_PREVIEWS => (&'static str, &'static str), &'static [u8];
+        oauth_grants: OAUTH_GRANTS => &'static str, &'static [u8];
+    }
+
+    /// Writes what was kept in memory (sequence numbers, counters). Called once, before the
+    /// commit.
+    fn finish(&mut self) -> Result<(), StoreError> {
+        let path = self.path;
+        let next_seqs = std::mem::take(&mut self.next_seqs);
+        if !next_seqs.is_empty() {
+            let seqs = self.outbox_seq()?;
+            for (sink, next) in &next_seqs {
+                seqs.insert(sink.as_str(), *next)
+                    .map_err(|e| db_err(path, e))?;
+            }
+        }
+        let counters = std::mem::take(&mut self.counters);
+        if !counters.is_empty() {
+            let table = self.counters_table()?;
+            for (key, value) in &counters {
+                table
+                    .insert(key.as_str(), *value)
+                    .map_err(|e| db_err(path, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        db_err(self.path, e)
     }
 
     /// Records `event_id` of `connection` as seen. Returns false when it already was.
@@ -471,17 +575,21 @@ impl Txn<'_> {
         event_id: &str,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let mut t = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
+        let path = self.path;
         let key = compound(connection, event_id);
-        if t.get(key.as_str()).map_err(|e| self.err(e))?.is_some() {
+        let seen = self.seen()?;
+        if seen
+            .get(key.as_str())
+            .map_err(|e| db_err(path, e))?
+            .is_some()
+        {
             return Ok(false);
         }
-        t.insert(key.as_str(), now_ms).map_err(|e| self.err(e))?;
-        drop(t);
-        let mut by_time = self.txn.open_table(SEEN_BY_TIME).map_err(|e| self.err(e))?;
-        by_time
+        seen.insert(key.as_str(), now_ms)
+            .map_err(|e| db_err(path, e))?;
+        self.seen_by_time()?
             .insert((now_ms, key.as_str()), ())
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| db_err(path, e))?;
         Ok(true)
     }
 
@@ -489,43 +597,43 @@ impl Txn<'_> {
     /// Safe once no source can bring those events back: webhooks are not redelivered after
     /// days, and the poller's cursor never moves backwards.
     pub fn prune_seen(&mut self, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
-        let mut by_time = self.txn.open_table(SEEN_BY_TIME).map_err(|e| self.err(e))?;
+        let path = self.path;
+        let by_time = self.seen_by_time()?;
         let mut old = Vec::new();
         for row in by_time
             .range((0u64, "")..(cutoff_ms, ""))
-            .map_err(|e| self.err(e))?
+            .map_err(|e| db_err(path, e))?
         {
             if old.len() >= max {
                 break;
             }
-            let (k, _) = row.map_err(|e| self.err(e))?;
+            let (k, _) = row.map_err(|e| db_err(path, e))?;
             let (at, key) = k.value();
             old.push((at, key.to_string()));
         }
-        let mut seen = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
         for (at, key) in &old {
             by_time
                 .remove((*at, key.as_str()))
-                .map_err(|e| self.err(e))?;
-            seen.remove(key.as_str()).map_err(|e| self.err(e))?;
+                .map_err(|e| db_err(path, e))?;
+        }
+        let seen = self.seen()?;
+        for (_, key) in &old {
+            seen.remove(key.as_str()).map_err(|e| db_err(path, e))?;
         }
         Ok(old.len())
     }
 
     /// The stored state of a conversation in a subscription.
     pub fn conversation<T: DeserializeOwned>(
-        &self,
+        &mut self,
         subscription: &str,
         conversation_id: &str,
     ) -> Result<Option<T>, StoreError> {
-        let t = self
-            .txn
-            .open_table(CONVERSATIONS)
-            .map_err(|e| self.err(e))?;
+        let path = self.path;
         get_json(
-            &t,
+            self.conversations()?,
             &compound(subscription, conversation_id),
-            self.path,
+            path,
             "conversations_v1",
         )
     }
@@ -537,36 +645,33 @@ impl Txn<'_> {
         conversation_id: &str,
         state: &T,
     ) -> Result<(), StoreError> {
+        let path = self.path;
         let bytes = serde_json::to_vec(state).map_err(|e| self.err(e))?;
-        let mut t = self
-            .txn
-            .open_table(CONVERSATIONS)
-            .map_err(|e| self.err(e))?;
-        t.insert(
-            compound(subscription, conversation_id).as_str(),
-            bytes.as_slice(),
-        )
-        .map_err(|e| self.err(e))?;
+        self.conversations()?
+            .insert(
+                compound(subscription, conversation_id).as_str(),
+                bytes.as_slice(),
+            )
+            .map_err(|e| db_err(path, e))?;
         Ok(())
     }
 
     /// Appends a serialized Highlight to `sink`'s outbox; returns its sequence number.
     pub fn enqueue(&mut self, sink: &str, highlight_json: &[u8]) -> Result<u64, StoreError> {
-        let seq = {
-            let mut seqs = self.txn.open_table(OUTBOX_SEQ).map_err(|e| self.err(e))?;
-            let seq = seqs
+        let path = self.path;
+        let seq = match self.next_seqs.get(sink) {
+            Some(&seq) => seq,
+            None => self
+                .outbox_seq()?
                 .get(sink)
-                .map_err(|e| self.err(e))?
+                .map_err(|e| db_err(path, e))?
                 .map(|v| v.value())
-                .unwrap_or(1);
-            seqs.insert(sink, seq + 1).map_err(|e| self.err(e))?;
-            seq
+                .unwrap_or(1),
         };
-        let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
-        outbox
+        self.next_seqs.insert(sink.to_string(), seq + 1);
+        self.outbox()?
             .insert((sink, seq), highlight_json)
-            .map_err(|e| self.err(e))?;
-        drop(outbox);
+            .map_err(|e| db_err(path, e))?;
         self.add_counter(counters::OUTBOX_DEPTH, sink, 1)?;
         Ok(seq)
     }
@@ -574,18 +679,18 @@ impl Txn<'_> {
     /// Removes delivered entries from `sink`'s outbox. Unknown seqs are ignored (an ack may
     /// be repeated after a crash).
     pub fn ack(&mut self, sink: &str, seqs: &[u64]) -> Result<u64, StoreError> {
-        let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
+        let path = self.path;
+        let outbox = self.outbox()?;
         let mut removed = 0;
         for &seq in seqs {
             if outbox
                 .remove((sink, seq))
-                .map_err(|e| self.err(e))?
+                .map_err(|e| db_err(path, e))?
                 .is_some()
             {
                 removed += 1;
             }
         }
-        drop(outbox);
         self.sub_counter(counters::OUTBOX_DEPTH, sink, removed)?;
         self.add_counter(counters::DELIVERED, sink, removed)?;
         Ok(removed)
@@ -599,15 +704,15 @@ impl Txn<'_> {
         rejection: &Rejection,
         now_ms: u64,
     ) -> Result<bool, StoreError> {
-        let mut outbox = self.txn.open_table(OUTBOX).map_err(|e| self.err(e))?;
-        let Some(json) = outbox
+        let path = self.path;
+        let Some(json) = self
+            .outbox()?
             .remove((sink, seq))
-            .map_err(|e| self.err(e))?
+            .map_err(|e| db_err(path, e))?
             .map(|v| v.value().to_vec())
         else {
             return Ok(false);
         };
-        drop(outbox);
         let letter = DeadLetter {
             highlight: serde_json::from_slice(&json).unwrap_or(serde_json::Value::Null),
             error: rejection.error.clone(),
@@ -617,10 +722,9 @@ impl Txn<'_> {
             at_ms: now_ms,
         };
         let bytes = serde_json::to_vec(&letter).map_err(|e| self.err(e))?;
-        let mut dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
-        dead.insert((sink, seq), bytes.as_slice())
-            .map_err(|e| self.err(e))?;
-        drop(dead);
+        self.dead_letters()?
+            .insert((sink, seq), bytes.as_slice())
+            .map_err(|e| db_err(path, e))?;
         self.sub_counter(counters::OUTBOX_DEPTH, sink, 1)?;
         self.add_counter(counters::DEAD_LETTERS, sink, 1)?;
         Ok(true)
@@ -628,17 +732,22 @@ impl Txn<'_> {
 
     /// The seqs of `selection` that are not dead letters of `sink`, in the order given.
     pub fn missing_dead_letters(
-        &self,
+        &mut self,
         sink: &str,
         selection: &DeadLetterSelection,
     ) -> Result<Vec<u64>, StoreError> {
         let DeadLetterSelection::Seqs(seqs) = selection else {
             return Ok(Vec::new());
         };
-        let dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+        let path = self.path;
+        let dead = self.dead_letters()?;
         let mut missing = Vec::new();
         for &seq in seqs {
-            if dead.get((sink, seq)).map_err(|e| self.err(e))?.is_none() && !missing.contains(&seq)
+            if dead
+                .get((sink, seq))
+                .map_err(|e| db_err(path, e))?
+                .is_none()
+                && !missing.contains(&seq)
             {
                 missing.push(seq);
             }
@@ -649,7 +758,7 @@ impl Txn<'_> {
     /// The selected dead letters of `sink` (seq order, no repeats), or the seqs that are
     /// not dead letters of it.
     fn selected_letters(
-        &self,
+        &mut self,
         sink: &str,
         selection: &DeadLetterSelection,
     ) -> Result<Result<Vec<RawLetter>, Vec<u64>>, StoreError> {
@@ -657,15 +766,16 @@ impl Txn<'_> {
         if !missing.is_empty() {
             return Ok(Err(missing));
         }
-        let dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
+        let path = self.path;
+        let dead = self.dead_letters()?;
         let mut out = Vec::new();
         match selection {
             DeadLetterSelection::All => {
                 for row in dead
                     .range((sink, 0u64)..=(sink, u64::MAX))
-                    .map_err(|e| self.err(e))?
+                    .map_err(|e| db_err(path, e))?
                 {
-                    let (k, v) = row.map_err(|e| self.err(e))?;
+                    let (k, v) = row.map_err(|e| db_err(path, e))?;
                     out.push((k.value().1, v.value().to_vec()));
                 }
             }
@@ -674,7 +784,7 @@ impl Txn<'_> {
                 seqs.sort_unstable();
                 seqs.dedup();
                 for seq in seqs {
-                    if let Some(v) = dead.get((sink, seq)).map_err(|e| self.err(e))? {
+                    if let Some(v) = dead.get((sink, seq)).map_err(|e| db_err(path, e))? {
                         out.push((seq, v.value().to_vec()));
                     }
                 }
@@ -760,9 +870,12 @@ impl Txn<'_> {
     }
 
     fn remove_dead_letter(&mut self, sink: &str, seq: u64) -> Result<(), StoreError> {
-        let mut dead = self.txn.open_table(DEAD_LETTERS).map_err(|e| self.err(e))?;
-        let removed = dead.remove((sink, seq)).map_err(|e| self.err(e))?.is_some();
-        drop(dead);
+        let path = self.path;
+        let removed = self
+            .dead_letters()?
+            .remove((sink, seq))
+            .map_err(|e| db_err(path, e))?
+            .is_some();
         if removed {
             self.sub_counter(counters::DEAD_LETTERS, sink, 1)?;
         }
@@ -778,6 +891,8 @@ impl Txn<'_> {
         self.adjust_counter(name, scope, n, u64::saturating_sub)
     }
 
+    /// Applies `op` to a counter's value in memory, reading it from the table the first
+    /// time this transaction touches it; [`Txn::finish`] writes it.
     fn adjust_counter(
         &mut self,
         name: &str,
@@ -788,14 +903,19 @@ impl Txn<'_> {
         if n == 0 {
             return Ok(());
         }
-        let mut t = self.txn.open_table(COUNTERS).map_err(|e| self.err(e))?;
         let key = compound(name, scope);
-        let v = t
-            .get(key.as_str())
-            .map_err(|e| self.err(e))?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        t.insert(key.as_str(), op(v, n)).map_err(|e| self.err(e))?;
+        let value = match self.counters.get(&key) {
+            Some(&v) => v,
+            None => {
+                let path = self.path;
+                self.counters_table()?
+                    .get(key.as_str())
+                    .map_err(|e| db_err(path, e))?
+                    .map(|v| v.value())
+                    .unwrap_or(0)
+            }
+        };
+        self.counters.insert(key, op(value, n));
         Ok(())
     }
 
@@ -807,22 +927,18 @@ impl Txn<'_> {
         event_id: &str,
         event_json: &[u8],
     ) -> Result<bool, StoreError> {
+        let path = self.path;
+        if self
+            .seen()?
+            .get(compound(connection, event_id).as_str())
+            .map_err(|e| db_err(path, e))?
+            .is_some()
         {
-            let seen = self.txn.open_table(SEEN_EVENTS).map_err(|e| self.err(e))?;
-            if seen
-                .get(compound(connection, event_id).as_str())
-                .map_err(|e| self.err(e))?
-                .is_some()
-            {
-                return Ok(false);
-            }
+            return Ok(false);
         }
-        let mut t = self
-            .txn
-            .open_table(PENDING_PREVIEWS)
-            .map_err(|e| self.err(e))?;
-        t.insert((connection, event_id), event_json)
-            .map_err(|e| self.err(e))?;
+        self.pending_previews()?
+            .insert((connection, event_id), event_json)
+            .map_err(|e| db_err(path, e))?;
         Ok(true)
     }
 
@@ -832,11 +948,10 @@ impl Txn<'_> {
         connection: &str,
         event_id: &str,
     ) -> Result<(), StoreError> {
-        let mut t = self
-            .txn
-            .open_table(PENDING_PREVIEWS)
-            .map_err(|e| self.err(e))?;
-        t.remove((connection, event_id)).map_err(|e| self.err(e))?;
+        let path = self.path;
+        self.pending_previews()?
+            .remove((connection, event_id))
+            .map_err(|e| db_err(path, e))?;
         Ok(())
     }
 
@@ -847,21 +962,22 @@ impl Txn<'_> {
         name: &str,
         value: &T,
     ) -> Result<(), StoreError> {
+        let path = self.path;
         let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
-        let mut t = self.txn.open_table(CURSORS).map_err(|e| self.err(e))?;
-        t.insert(compound(kind, name).as_str(), bytes.as_slice())
-            .map_err(|e| self.err(e))?;
+        self.cursors()?
+            .insert(compound(kind, name).as_str(), bytes.as_slice())
+            .map_err(|e| db_err(path, e))?;
         Ok(())
     }
 
     /// Reads a cursor inside the transaction.
     pub fn cursor<T: DeserializeOwned>(
-        &self,
+        &mut self,
         kind: &str,
         name: &str,
     ) -> Result<Option<T>, StoreError> {
-        let t = self.txn.open_table(CURSORS).map_err(|e| self.err(e))?;
-        get_json(&t, &compound(kind, name), self.path, "cursors_v1")
+        let path = self.path;
+        get_json(self.cursors()?, &compound(kind, name), path, "cursors_v1")
     }
 }
 

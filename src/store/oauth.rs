@@ -12,7 +12,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 
 use super::tables::OAUTH_GRANTS;
-use super::{Store, StoreError, Txn};
+use super::{Store, StoreError, Txn, db_err};
 use crate::secret::SecretValue;
 
 /// One connection's OAuth grant.
@@ -90,11 +90,12 @@ impl Store {
 
 impl Txn<'_> {
     /// The grant stored for `connection`, inside the transaction.
-    pub fn oauth_grant(&self, connection: &str) -> Result<Option<OAuthGrant>, StoreError> {
-        let table = self.txn.open_table(OAUTH_GRANTS).map_err(|e| self.err(e))?;
-        match table.get(connection).map_err(|e| self.err(e))? {
+    pub fn oauth_grant(&mut self, connection: &str) -> Result<Option<OAuthGrant>, StoreError> {
+        let path = self.path;
+        let table = self.oauth_grants()?;
+        match table.get(connection).map_err(|e| db_err(path, e))? {
             None => Ok(None),
-            Some(v) => decode(v.value(), self.path).map(Some),
+            Some(v) => decode(v.value(), path).map(Some),
         }
     }
 
@@ -105,10 +106,10 @@ impl Txn<'_> {
         grant: &OAuthGrant,
     ) -> Result<(), StoreError> {
         let bytes = serde_json::to_vec(&StoredGrant::from(grant)).map_err(|e| self.err(e))?;
-        let mut table = self.txn.open_table(OAUTH_GRANTS).map_err(|e| self.err(e))?;
-        table
+        let path = self.path;
+        self.oauth_grants()?
             .insert(connection, bytes.as_slice())
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| db_err(path, e))?;
         Ok(())
     }
 
