@@ -7,6 +7,12 @@ use clap::Parser;
 use frontsync::cli::{Cli, Command};
 use frontsync::{commands, completions, logging};
 
+/// mimalloc instead of glibc's malloc: under load glibc's allocator took about a quarter
+/// of the daemon's CPU (several threads allocating and freeing request buffers, JSON and
+/// redb pages; see BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format, &cli.log_level);
