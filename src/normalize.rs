@@ -82,10 +82,8 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
     // Only message events carry "the latest message"; a `forward` or `sending_error` target
     // is a message too, but not one the customer conversation moved on with.
     let message = event
-        .is_message_event()
-        .then(|| event.target_message())
-        .flatten()
-        .filter(|m| !m.id.trim().is_empty());
+        .target_message()
+        .filter(|m| event.is_message_event() && !m.id.trim().is_empty());
     let target_message_link = || {
         event
             .target_message()
@@ -113,14 +111,12 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
         None => None,
     };
 
-    let message_inbound = message
-        .as_ref()
-        .is_some_and(|m| m.is_inbound.unwrap_or(event.type_ == "inbound"));
+    let message_inbound = message.is_some_and(|m| m.is_inbound.unwrap_or(event.type_ == "inbound"));
     let requester = conversation
         .and_then(|c| c.recipient.as_ref())
         .and_then(requester_from)
         .or_else(|| {
-            message.as_ref().filter(|_| message_inbound).and_then(|m| {
+            message.filter(|_| message_inbound).and_then(|m| {
                 m.recipients
                     .iter()
                     .filter(|r| r.role.as_deref() == Some("from"))
@@ -130,7 +126,7 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
 
     let subject = conversation
         .and_then(|c| c.subject.clone())
-        .or_else(|| message.as_ref().and_then(|m| m.subject.clone()));
+        .or_else(|| message.and_then(|m| m.subject.clone()));
 
     let mut inbox_ids = event.source_inbox_ids();
     inbox_ids.extend(event.target_inbox_ids());
@@ -138,10 +134,7 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
     inbox_ids.dedup();
 
     let event_at_ms = event.emitted_at.and_then(secs_to_ms);
-    let message_at_ms = message
-        .as_ref()
-        .and_then(|m| m.created_at)
-        .and_then(secs_to_ms);
+    let message_at_ms = message.and_then(|m| m.created_at).and_then(secs_to_ms);
     let observed = || [message_at_ms, event_at_ms].into_iter().flatten();
     let created_at_ms = conversation
         .and_then(|c| c.created_at)
@@ -155,8 +148,8 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
     Ok(Snapshot {
         conversation_id,
         subject,
-        message_id: message.as_ref().map(|m| m.id.clone()),
-        message_text: message.as_ref().and_then(message_text),
+        message_id: message.map(|m| m.id.clone()),
+        message_text: message.and_then(message_text),
         requester,
         assignee,
         front_status,
@@ -192,21 +185,26 @@ fn tag_names(tags: &[model::Tag]) -> Vec<String> {
     names
 }
 
+/// Trimmed, when anything is left.
+fn trimmed(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
 /// A trimmed, non-empty copy.
 fn non_empty(s: Option<&str>) -> Option<String> {
-    s.map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+    trimmed(s).map(str::to_owned)
 }
 
 fn assignee_from(t: &model::Teammate) -> Option<Assignee> {
     let id = non_empty(Some(t.id.as_str()))?;
-    let full_name = [t.first_name.as_deref(), t.last_name.as_deref()]
-        .into_iter()
-        .filter_map(non_empty)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let name = non_empty(Some(full_name.as_str())).or_else(|| non_empty(t.username.as_deref()));
+    let name = match (
+        trimmed(t.first_name.as_deref()),
+        trimmed(t.last_name.as_deref()),
+    ) {
+        (Some(first), Some(last)) => Some(format!("{first} {last}")),
+        (Some(one), None) | (None, Some(one)) => Some(one.to_owned()),
+        (None, None) => non_empty(t.username.as_deref()),
+    };
     Some(Assignee {
         id,
         name,
@@ -233,7 +231,11 @@ fn message_text(m: &Message) -> Option<String> {
     from_plain(&m.text)
         .or_else(|| m.body.as_deref().and_then(html_to_text))
         .or_else(|| from_plain(&m.blurb))
-        .map(|s| bound_chars(&s, MAX_TEXT_CHARS).to_owned())
+        .map(|mut s| {
+            // `bound_chars` returns a prefix of `s`: cut in place rather than copy.
+            s.truncate(bound_chars(&s, MAX_TEXT_CHARS).len());
+            s
+        })
 }
 
 impl Snapshot {

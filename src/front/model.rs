@@ -8,6 +8,10 @@
 //! event: a webhook we reject is lost (rule webhooks are not retried), while a webhook with
 //! one odd field still carries a usable conversation id.
 //!
+//! Parsing webhook bodies is on the hot path, so [`parse_webhook_body`] first reads a body
+//! straight into these types with plain, strict fields (module `strict`); only a body that
+//! does not fit them as is goes through the lenient reading, which builds a `Value` first.
+//!
 //! Timestamps stay as Front sends them (Unix seconds as floats with 3 decimals); convert
 //! them with [`secs_to_ms`].
 
@@ -106,15 +110,89 @@ pub struct Event {
 }
 
 /// The `source` or `target` of an [`Event`]: a type tag and the resource, whose shape depends
-/// on the type, so it is kept as JSON and read by the helpers on [`Event`].
+/// on the type. A message and inboxes, which every message event has, are read once, when the
+/// event is parsed; any other resource is kept as JSON and read by the helpers on [`Event`].
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(from = "JsonEventRef")]
 pub struct EventRef {
     /// `_meta.type`: `message`, `inboxes`, `teammate`, `tag`, `rule`, ...
-    #[serde(rename = "_meta", default, deserialize_with = "lenient::opt")]
+    #[serde(rename = "_meta")]
     pub meta: Option<Meta>,
-    /// The resource: an object, or an array for `inboxes`.
+    /// The resource: an object, or an array for `inboxes`. Serialized as the JSON it was read
+    /// from, except a message (as the [`Message`] read from it) and inboxes (as their ids).
+    data: Option<RefData>,
+}
+
+/// The `data` of an [`EventRef`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+enum RefData {
+    /// `data` when `_meta.type` is `message` and `data` reads as a [`Message`]. Boxed, as a
+    /// `Message` is many times the size of a `Value`.
+    Message(Box<Message>),
+    /// `data` when `_meta.type` is `inboxes`: the inboxes that have an id, which is all that
+    /// is read of them.
+    Inboxes(Vec<InboxRef>),
+    /// Anything else, `null` included.
+    Json(Value),
+}
+
+/// One inbox of [`RefData::Inboxes`]; serializes as `{"id": ...}`, which reads back the same.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct InboxRef {
+    /// Never empty.
+    id: String,
+}
+
+impl RefData {
+    /// `data` read as its `_meta` says, tolerantly: a message `data` that is not a
+    /// [`Message`] stays JSON, so [`Event::target_message`] finds none; inboxes are the
+    /// items of an array (or a single object, as in previews) with a non-empty string `id`.
+    fn read(meta: Option<&Meta>, data: Value) -> Self {
+        match meta.map(|m| m.type_.as_str()) {
+            Some("message") => match Message::deserialize(&data) {
+                Ok(message) => RefData::Message(Box::new(message)),
+                Err(_) => RefData::Json(data),
+            },
+            Some("inboxes") => {
+                let inbox = |v: &Value| {
+                    v.get("id")
+                        .and_then(Value::as_str)
+                        .filter(|id| !id.is_empty())
+                        .map(|id| InboxRef { id: id.to_owned() })
+                };
+                RefData::Inboxes(match &data {
+                    Value::Array(items) => items.iter().filter_map(inbox).collect(),
+                    v @ Value::Object(_) => inbox(v).into_iter().collect(),
+                    _ => Vec::new(),
+                })
+            }
+            _ => RefData::Json(data),
+        }
+    }
+}
+
+/// [`EventRef`] as its JSON reads: `_meta` may come after `data`, so `data` is read as a
+/// [`Message`] only once both are known.
+#[derive(Deserialize)]
+struct JsonEventRef {
+    #[serde(rename = "_meta", default, deserialize_with = "lenient::opt")]
+    meta: Option<Meta>,
+    /// `null` is kept (as `Some(Value::Null)`): it serializes back the same.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub data: Option<Value>,
+    data: Option<Value>,
+}
+
+impl From<JsonEventRef> for EventRef {
+    fn from(json: JsonEventRef) -> Self {
+        let data = json
+            .data
+            .map(|data| RefData::read(json.meta.as_ref(), data));
+        EventRef {
+            meta: json.meta,
+            data,
+        }
+    }
 }
 
 /// `_meta` of an [`EventRef`].
@@ -131,46 +209,42 @@ impl EventRef {
         self.meta.as_ref().is_some_and(|m| m.type_ == type_)
     }
 
-    /// The ids of the inboxes in `data`, when `_meta.type` is `inboxes`: Front sends an array
-    /// of inboxes, but a preview may carry a single `{id}` object, so both are read.
-    pub fn inbox_ids(&self) -> Vec<String> {
-        if !self.is_type("inboxes") {
-            return Vec::new();
-        }
-        let id_of = |v: &Value| {
-            v.get("id")
-                .and_then(Value::as_str)
-                .filter(|id| !id.is_empty())
-                .map(str::to_owned)
-        };
+    /// `data` as JSON; `None` for a message or inboxes (and when absent).
+    fn json(&self) -> Option<&Value> {
         match &self.data {
-            Some(Value::Array(items)) => items.iter().filter_map(id_of).collect(),
-            Some(v @ Value::Object(_)) => id_of(v).into_iter().collect(),
-            _ => Vec::new(),
+            Some(RefData::Json(v)) => Some(v),
+            Some(RefData::Message(_) | RefData::Inboxes(_)) | None => None,
         }
     }
 
-    /// `data` read as a `T` (tolerantly), when `_meta.type` is `type_`.
-    fn data_as<T: serde::de::DeserializeOwned>(&self, type_: &str) -> Option<T> {
-        if !self.is_type(type_) {
-            return None;
+    /// The ids of the inboxes in `data`, when `_meta.type` is `inboxes`: Front sends an array
+    /// of inboxes, but a preview may carry a single `{id}` object, so both are read.
+    pub fn inbox_ids(&self) -> Vec<String> {
+        match &self.data {
+            Some(RefData::Inboxes(inboxes)) if self.is_type("inboxes") => {
+                inboxes.iter().map(|inbox| inbox.id.clone()).collect()
+            }
+            _ => Vec::new(),
         }
-        self.data
-            .as_ref()
-            .and_then(|data| T::deserialize(data).ok())
     }
 }
 
 impl Event {
     /// The message this event is about, when the target is a message (`inbound`, `outbound`,
     /// `out_reply`, `forward`, `sending_error`, ...). In a preview it has only its id and links.
-    pub fn target_message(&self) -> Option<Message> {
-        self.target.as_ref()?.data_as("message")
+    pub fn target_message(&self) -> Option<&Message> {
+        let target = self.target.as_ref()?;
+        match &target.data {
+            Some(RefData::Message(message)) if target.is_type("message") => Some(message),
+            _ => None,
+        }
     }
 
-    /// The teammate this event is about, when the target is a teammate (`assign`).
+    /// The teammate this event is about, when the target is a teammate (`assign`). Read on
+    /// each call: only `assign` events ask, once.
     pub fn target_teammate(&self) -> Option<Teammate> {
-        self.target.as_ref()?.data_as("teammate")
+        let target = self.target.as_ref().filter(|t| t.is_type("teammate"))?;
+        Teammate::deserialize(target.json()?).ok()
     }
 
     /// The ids of the inboxes a message event went through (`source` of `inbound`,
@@ -450,7 +524,20 @@ fn not_event(reason: impl Into<String>) -> ParseError {
 /// `payload`, when present and not null, must be an event); an object with a string `id` and
 /// `type` is a rule webhook. Everything else is a [`ParseError`]. Never panics: serde_json
 /// bounds nesting depth, and nothing here indexes.
+///
+/// Most bodies are read straight into the model (module `strict`); a body with anything
+/// unusual about it (a field of an unexpected shape, a missing id, a repeated key, ...) is
+/// read again through a `serde_json::Value` by `parse_lenient`, whose result or error it gets.
 pub fn parse_webhook_body(body: &[u8]) -> Result<WebhookBody, ParseError> {
+    match strict::parse(body) {
+        Some(parsed) => Ok(parsed),
+        None => parse_lenient(body),
+    }
+}
+
+/// [`parse_webhook_body`] through a `serde_json::Value`: tolerates fields of any shape, and
+/// names what is wrong with a body it rejects.
+fn parse_lenient(body: &[u8]) -> Result<WebhookBody, ParseError> {
     let value: Value =
         // serde_json's syntax errors quote no input, only positions; lowercased for our
         // message style ("EOF while parsing" -> "eof while parsing").
@@ -514,6 +601,8 @@ fn event_from_value(value: &Value) -> Result<Event, ParseError> {
     }
     Event::deserialize(value).map_err(|e| not_event(e.to_string()))
 }
+
+mod strict;
 
 /// Deserializers that read a field of the wrong shape as absent instead of failing.
 mod lenient {
@@ -1138,5 +1227,438 @@ mod tests {
         let e = parse_rule(&full_inbound());
         let back: Event = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
         assert_eq!(back, e);
+    }
+
+    // The fast path (`strict`) against the lenient parser.
+
+    /// Bodies of every kind the fast path should take as they are.
+    fn well_shaped_bodies() -> Vec<Value> {
+        vec![
+            full_inbound(),
+            preview_inbound(),
+            json!({"type": "inbound_received", "authorization": {"id": "cmp_1"}, "payload": full_inbound()}),
+            json!({"type": "inbound_received", "authorization": {"id": "cmp_1"}, "payload": preview_inbound()}),
+            json!({"type": "sync", "authorization": {"id": "cmp_abc"}}),
+            json!({"type": "sync", "authorization": null, "payload": null}),
+            json!({
+                "id": "evt_1", "type": "assign", "emitted_at": 1701292649,
+                "source": {"_meta": {"type": "rule"}, "data": {"id": "rul_1", "name": "r"}},
+                "target": {"_meta": {"type": "teammate"}, "data": {"id": "tea_1", "first_name": "Grace"}},
+                "conversation": {"id": "cnv_1", "_links": {"related": {"events": "https://x/cnv_1/events"}}}
+            }),
+            json!({
+                "id": "evt_2", "type": "move",
+                "target": {"_meta": {"type": "inboxes"}, "data": [{"id": "inb_9"}, {"name": "no id"}]}
+            }),
+            json!({
+                "id": "evt_3", "type": "outbound", "_links": null,
+                "target": {"_meta": {"type": "message"}, "data": null},
+                "conversation": {"id": "cnv_1", "tags": null, "assignee": null, "subject": null}
+            }),
+        ]
+    }
+
+    /// One step into a JSON value.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    /// The path to every value inside `v` (not `v` itself).
+    fn paths(v: &Value) -> Vec<Vec<Step>> {
+        fn walk(v: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+            let children: Vec<(Step, &Value)> = match v {
+                Value::Object(map) => map.iter().map(|(k, v)| (Step::Key(k.clone()), v)).collect(),
+                Value::Array(items) => items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (Step::Index(i), v))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (step, child) in children {
+                at.push(step);
+                out.push(at.clone());
+                walk(child, at, out);
+                at.pop();
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, &mut Vec::new(), &mut out);
+        out
+    }
+
+    fn get_mut<'a>(v: &'a mut Value, path: &[Step]) -> Option<&'a mut Value> {
+        path.iter().try_fold(v, |v, step| match step {
+            Step::Key(k) => v.get_mut(k.as_str()),
+            Step::Index(i) => v.get_mut(*i),
+        })
+    }
+
+    /// What each place of a fixture is replaced with: every JSON shape, and some that are
+    /// close to right (the value inside an array or object, an object as its values).
+    fn odd_values(original: &Value) -> Vec<Value> {
+        let mut values = vec![
+            json!(null),
+            json!(42),
+            json!(-1.5),
+            json!(1e300),
+            json!(u64::MAX),
+            json!(true),
+            json!("x"),
+            json!(""),
+            json!("é \u{0} \" \\ 😀"),
+            json!([]),
+            json!({}),
+            json!([original]),
+            json!({"id": original}),
+        ];
+        if let Value::Object(map) = original {
+            values.push(Value::Array(map.values().cloned().collect()));
+        }
+        values
+    }
+
+    /// `v` with the value at `path` removed (`mutation` 0) or replaced by one of
+    /// [`odd_values`] (`mutation` 1..).
+    fn mutated(v: &Value, path: &[Step], mutation: usize) -> Value {
+        let mut v = v.clone();
+        let Some((last, parent_path)) = path.split_last() else {
+            return v;
+        };
+        let original = get_mut(&mut v, path).map(|x| x.clone()).unwrap_or_default();
+        let odd = odd_values(&original);
+        let Some(parent) = get_mut(&mut v, parent_path) else {
+            return v;
+        };
+        match (mutation.checked_sub(1), parent, last) {
+            (None, Value::Object(map), Step::Key(k)) => {
+                map.remove(k);
+            }
+            (None, Value::Array(items), Step::Index(i)) if *i < items.len() => {
+                items.remove(*i);
+            }
+            (Some(n), parent, _) => {
+                if let Some(slot) = get_mut(parent, std::slice::from_ref(last)) {
+                    *slot = odd[n % odd.len()].clone();
+                }
+            }
+            _ => {}
+        }
+        v
+    }
+
+    /// JSON text of `v`, each object's keys reversed when `reversed` (serde_json writes them
+    /// sorted, which always puts `_meta` before `data`), and with `repeat = (path, earlier)`
+    /// the key at `path` written twice: first with `earlier`, then with its own value.
+    fn write_json(v: &Value, reversed: bool, repeat: Option<(&[Step], &Value)>) -> String {
+        fn write(
+            v: &Value,
+            reversed: bool,
+            at: &mut Vec<String>,
+            repeat: Option<(&[String], &Value)>,
+            out: &mut String,
+        ) {
+            match v {
+                Value::Object(map) => {
+                    out.push('{');
+                    let mut entries: Vec<_> = map.iter().collect();
+                    if reversed {
+                        entries.reverse();
+                    }
+                    let mut first = true;
+                    for (k, v) in entries {
+                        at.push(k.clone());
+                        let mut pairs = vec![v];
+                        if let Some((path, earlier)) = repeat
+                            && path == at.as_slice()
+                        {
+                            pairs.insert(0, earlier);
+                        }
+                        for v in pairs {
+                            if !first {
+                                out.push(',');
+                            }
+                            first = false;
+                            out.push_str(&serde_json::to_string(k).unwrap());
+                            out.push(':');
+                            write(v, reversed, at, repeat, out);
+                        }
+                        at.pop();
+                    }
+                    out.push('}');
+                }
+                Value::Array(items) => {
+                    out.push('[');
+                    for (i, item) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        at.push(i.to_string());
+                        write(item, reversed, at, repeat, out);
+                        at.pop();
+                    }
+                    out.push(']');
+                }
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+        let repeat_path: Option<Vec<String>> = repeat.map(|(path, _)| {
+            path.iter()
+                .map(|s| match s {
+                    Step::Key(k) => k.clone(),
+                    Step::Index(i) => i.to_string(),
+                })
+                .collect()
+        });
+        let repeat = repeat_path.as_deref().zip(repeat.map(|(_, v)| v));
+        let mut out = String::new();
+        write(v, reversed, &mut Vec::new(), repeat, &mut out);
+        out
+    }
+
+    /// Parses `body` both ways, checks they agree, and tells whether the fast path took it.
+    fn paths_agree(body: &[u8]) -> bool {
+        let lenient = parse_lenient(body);
+        let shown = String::from_utf8_lossy(body);
+        assert_eq!(parse_webhook_body(body), lenient, "body: {shown}");
+        match strict::parse(body) {
+            Some(fast) => {
+                assert_eq!(Ok(&fast), lenient.as_ref(), "fast path, body: {shown}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn fast_path_takes_well_shaped_bodies() {
+        for body in well_shaped_bodies() {
+            for reversed in [false, true] {
+                let text = write_json(&body, reversed, None);
+                assert!(paths_agree(text.as_bytes()), "fast path not taken: {text}");
+            }
+        }
+        // The target message is read once, on the fast path too, in either key order.
+        for reversed in [false, true] {
+            let text = write_json(&full_inbound(), reversed, None);
+            let Some(WebhookBody::Rule(e)) = strict::parse(text.as_bytes()) else {
+                panic!("fast path not taken");
+            };
+            assert_eq!(e.target_message().unwrap().id, "msg_1q15qmtq");
+            assert_eq!(e.source_inbox_ids(), vec!["inb_1ix6", "inb_2"]);
+            assert!(!e.is_preview());
+        }
+    }
+
+    #[test]
+    fn fast_path_agrees_with_lenient_on_every_single_change() {
+        let (mut fast, mut total) = (0, 0);
+        let mut agree = |text: String| {
+            fast += usize::from(paths_agree(text.as_bytes()));
+            total += 1;
+        };
+        for body in well_shaped_bodies() {
+            // The full event is mutated throughout as a rule webhook; as a payload, only the
+            // payload itself and its fields are.
+            let full_payload = body.get("payload") == Some(&full_inbound());
+            for path in paths(&body) {
+                if full_payload && path.len() > 2 {
+                    continue;
+                }
+                // Key order matters only where `_meta` and `data` meet.
+                let orders: &[bool] = match path.first() {
+                    Some(Step::Key(k)) if k == "source" || k == "target" => &[false, true],
+                    _ => &[false],
+                };
+                for mutation in 0..=odd_values(&Value::Null).len() + 1 {
+                    let changed = mutated(&body, &path, mutation);
+                    for &reversed in orders {
+                        agree(write_json(&changed, reversed, None));
+                    }
+                }
+                // The same key twice, an odd value first and then the good one, and the
+                // other way round: the lenient parser keeps the last.
+                if !matches!(path.last(), Some(Step::Key(_))) {
+                    continue;
+                }
+                let mut changed = body.clone();
+                let Some(slot) = get_mut(&mut changed, &path) else {
+                    continue;
+                };
+                let good = slot.clone();
+                for odd in [json!(null), json!(7), good.clone()] {
+                    agree(write_json(&body, false, Some((&path, &odd))));
+                    if let Some(slot) = get_mut(&mut changed, &path) {
+                        *slot = odd;
+                    }
+                    agree(write_json(&changed, false, Some((&path, &good))));
+                }
+            }
+        }
+        // Both paths were exercised, in large numbers.
+        assert!(fast > total / 5, "{fast} of {total} took the fast path");
+        assert!(
+            fast < total - total / 5,
+            "{fast} of {total} took the fast path"
+        );
+    }
+
+    #[test]
+    fn fast_path_rejects_what_only_looks_like_json_to_a_skipper() {
+        // serde skips unknown values checking only their syntax, while the lenient parser
+        // reads them: numbers out of range, lone surrogates and invalid UTF-8 make a body not
+        // json. Tried as an unknown field of every object of every body.
+        let junk_everywhere = |junk: &str| -> Vec<Vec<u8>> {
+            let mut bodies = Vec::new();
+            for body in well_shaped_bodies() {
+                let text = body.to_string();
+                for (at, _) in text.match_indices('{') {
+                    let comma = if text[at + 1..].starts_with('}') {
+                        ""
+                    } else {
+                        ","
+                    };
+                    let mut changed = text.clone();
+                    changed.insert_str(at + 1, &format!("\"junk\":{junk}{comma}"));
+                    bodies.push(changed.into_bytes());
+                }
+            }
+            bodies
+        };
+        for junk in [
+            "1e999",
+            "[-1e400]",
+            &"9".repeat(400),
+            "\"\\ud800\"",
+            "{\"a\":\"\\udc00x\"}",
+            "\"\\ud800\\u0041\"",
+        ] {
+            for body in junk_everywhere(junk) {
+                assert!(
+                    matches!(parse_webhook_body(&body), Err(ParseError::NotJson(_))),
+                    "{}",
+                    String::from_utf8_lossy(&body)
+                );
+                assert!(!paths_agree(&body));
+            }
+        }
+        for mut body in junk_everywhere("\"ab\"") {
+            let at = body.windows(4).position(|w| w == b"\"ab\"").unwrap();
+            body[at + 1] = 0xff;
+            assert!(matches!(
+                parse_webhook_body(&body),
+                Err(ParseError::NotJson(_))
+            ));
+            assert!(!paths_agree(&body));
+        }
+        // The same in a key.
+        let body = br#"{"id":"evt_1","type":"x","\ud800":1}"#;
+        assert!(matches!(
+            parse_webhook_body(body),
+            Err(ParseError::NotJson(_))
+        ));
+        // Valid junk is ignored, a surrogate pair included: the fast path takes nearly all
+        // (not those where every entry is read, as in `_links.related`).
+        let bodies = junk_everywhere("[\"\\ud83d\\ude00\", 1e300, {\"a\": null}]");
+        let fast = bodies.iter().filter(|body| paths_agree(body)).count();
+        assert!(fast * 10 > bodies.len() * 9, "{fast} of {}", bodies.len());
+    }
+
+    #[test]
+    fn repeated_keys_read_as_the_lenient_parser_reads_them() {
+        // The lenient parser's `Value` keeps the last of repeated keys.
+        for body in [
+            r#"{"id":"evt_0","id":"evt_1","type":"x"}"#,
+            r#"{"id":"evt_1","type":"x","conversation":{"id":"cnv_1","status":null,"status":"open"}}"#,
+            r#"{"id":"evt_1","type":"x","_links":{"related":{"a":"https://x/a","a":null}}}"#,
+            // `data` read as a message, then `_meta` says inboxes.
+            r#"{"id":"evt_1","type":"x","target":{"_meta":{"type":"message"},"data":{"id":"msg_1"},"_meta":{"type":"inboxes"}}}"#,
+            r#"{"id":"evt_1","type":"x","target":{"data":{"id":"inb_1"},"_meta":{"type":"inboxes"},"data":{"id":"msg_1"}}}"#,
+            r#"{"type":"x","payload":null,"payload":{"id":"evt_1","type":"x"}}"#,
+        ] {
+            paths_agree(body.as_bytes());
+        }
+    }
+
+    #[test]
+    fn fast_path_leaves_arrays_for_objects_to_the_lenient_parser() {
+        // serde reads a struct from an array of its fields in order; the lenient types would
+        // read such an array by their own field order.
+        for body in [
+            r#"["evt_1","inbound"]"#,
+            r#"{"id":"evt_1","type":"x","conversation":["cnv_1","subject","assigned"]}"#,
+            r#"{"id":"evt_1","type":"x","_links":["https://x/self"]}"#,
+            r#"{"id":"evt_1","type":"x","target":[{"type":"message"},{"id":"msg_1"}]}"#,
+            r#"{"id":"evt_1","type":"x","target":{"_meta":["message"],"data":{"id":"msg_1"}}}"#,
+            r#"{"id":"evt_1","type":"inbound","target":{"_meta":{"type":"message"},"data":["msg_1"]}}"#,
+            r#"{"type":"x","payload":["evt_1","x"]}"#,
+        ] {
+            assert!(!paths_agree(body.as_bytes()), "{body}");
+        }
+    }
+
+    mod fast_path_properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig {
+                failure_persistence: None,
+                ..ProptestConfig::default()
+            })]
+
+            /// Several changes at once, anywhere: the two paths still agree.
+            #[test]
+            fn fast_path_agrees_with_lenient(
+                fixture in any::<prop::sample::Index>(),
+                changes in prop::collection::vec((any::<prop::sample::Index>(), 0..20usize), 1..5),
+                reversed in any::<bool>(),
+            ) {
+                let mut bodies = well_shaped_bodies();
+                let mut body = bodies.swap_remove(fixture.index(bodies.len()));
+                for (place, mutation) in changes {
+                    let paths = paths(&body);
+                    if paths.is_empty() {
+                        break;
+                    }
+                    body = mutated(&body, &paths[place.index(paths.len())], mutation);
+                }
+                paths_agree(write_json(&body, reversed, None).as_bytes());
+            }
+        }
+    }
+
+    #[test]
+    fn stored_events_read_back_equal() {
+        // Previews are stored with `serde_json::to_vec(&event)` and read back later.
+        for body in well_shaped_bodies() {
+            let event = match parse_webhook_body(body.to_string().as_bytes()).unwrap() {
+                WebhookBody::Rule(e) | WebhookBody::App { event: Some(e), .. } => e,
+                WebhookBody::App { event: None, .. } => continue,
+            };
+            let back: Event = serde_json::from_slice(&serde_json::to_vec(&event).unwrap()).unwrap();
+            assert_eq!(back, event);
+        }
+        // Inboxes are stored as their ids, which is all that is read of them.
+        let e = parse_rule(&preview_inbound());
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["source"],
+            json!({"_meta": {"type": "inboxes"}, "data": [{"id": "inb_55c8c149"}]})
+        );
+        // `data: null` stays null, and a message target that is no message stays as it was.
+        let e = parse_rule(&json!({"id": "evt_1", "type": "inbound",
+            "target": {"_meta": {"type": "message"}, "data": {"no": "id"}}}));
+        assert!(e.target_message().is_none());
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["target"],
+            json!({"_meta": {"type": "message"}, "data": {"no": "id"}})
+        );
+        let e = parse_rule(&json!({"id": "evt_1", "type": "x", "source": {"data": null}}));
+        assert_eq!(
+            serde_json::to_value(&e).unwrap()["source"],
+            json!({"_meta": null, "data": null})
+        );
     }
 }
