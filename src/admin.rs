@@ -152,12 +152,14 @@ pub fn metrics_text(state: &AdminState) -> String {
             "# HELP frontsync_webhooks_received_total Webhook requests by connection and outcome.\n# TYPE frontsync_webhooks_received_total counter"
         );
         if let Ok(m) = w.outcomes.lock() {
-            for ((conn, outcome), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "frontsync_webhooks_received_total{{connection=\"{}\",outcome=\"{outcome}\"}} {n}",
-                    escape(conn)
-                );
+            for (conn, by_outcome) in m.iter() {
+                for (outcome, n) in by_outcome {
+                    let _ = writeln!(
+                        out,
+                        "frontsync_webhooks_received_total{{connection=\"{}\",outcome=\"{outcome}\"}} {n}",
+                        escape(conn)
+                    );
+                }
             }
         }
     }

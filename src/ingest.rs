@@ -709,7 +709,9 @@ fn apply_event(
             })?;
             for sink in &sub.sinks {
                 txn.enqueue(sink, &json)?;
-                touched.insert(sink.clone());
+                if !touched.contains(sink) {
+                    touched.insert(sink.clone());
+                }
             }
             outcome.highlights += 1;
             let change = match highlight.change {

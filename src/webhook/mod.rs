@@ -57,8 +57,8 @@ pub struct WebhookState {
     pub max_body_bytes: std::sync::atomic::AtomicUsize,
     /// Cancelled at shutdown: new requests get 503.
     pub draining: CancellationToken,
-    /// Requests by (connection, outcome), for metrics.
-    pub outcomes: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Requests by connection and outcome, for metrics.
+    pub outcomes: Mutex<BTreeMap<String, BTreeMap<&'static str, u64>>>,
     /// Connections already warned about previews they cannot complete (no token).
     pub preview_warned: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -66,7 +66,12 @@ pub struct WebhookState {
 impl WebhookState {
     fn count(&self, connection: &str, outcome: &'static str) {
         if let Ok(mut m) = self.outcomes.lock() {
-            *m.entry((connection.to_string(), outcome)).or_default() += 1;
+            // Looked up by &str first: the name is copied only the first time it is seen.
+            let by_outcome = match m.get_mut(connection) {
+                Some(b) => b,
+                None => m.entry(connection.to_string()).or_default(),
+            };
+            *by_outcome.entry(outcome).or_default() += 1;
         }
     }
 }
@@ -81,7 +86,12 @@ pub async fn handle(state: Arc<WebhookState>, req: Request<Incoming>, peer: Sock
     else {
         return error(StatusCode::NOT_FOUND, "not found");
     };
-    let mut resp = handle_connection(&state, req, &connection).await;
+    let connections = match state.connections.read() {
+        Ok(m) => m.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    let secrets = connections.get(&connection);
+    let mut resp = handle_connection(&state, req, &connection, secrets).await;
     if matches!(resp.status().as_u16(), 408 | 413) {
         // The body was not read to its end, so this connection cannot carry another request:
         // say so, or a client would reuse it from its pool and meet a closed socket.
@@ -92,12 +102,8 @@ pub async fn handle(state: Arc<WebhookState>, req: Request<Incoming>, peer: Sock
     // The name comes from the request path: counting every unknown one under its own name
     // would let anyone grow this map (and /metrics) without bound and put any text in a
     // label value. Unknown names share one label that no connection can have.
-    let known = match state.connections.read() {
-        Ok(m) => m.contains_key(&connection),
-        Err(p) => p.into_inner().contains_key(&connection),
-    };
     state.count(
-        if known {
+        if secrets.is_some() {
             &connection
         } else {
             UNKNOWN_CONNECTION_LABEL
@@ -124,22 +130,20 @@ fn outcome_name(status: StatusCode) -> &'static str {
     }
 }
 
-async fn handle_connection(state: &WebhookState, req: Request<Incoming>, connection: &str) -> Resp {
+async fn handle_connection(
+    state: &WebhookState,
+    req: Request<Incoming>,
+    connection: &str,
+    secrets: Option<&ConnectionSecrets>,
+) -> Resp {
     if req.method() != Method::POST {
         let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "use POST");
         r.headers_mut()
             .insert(ALLOW, HeaderValue::from_static("POST"));
         return r;
     }
-    let secrets = {
-        let map = match state.connections.read() {
-            Ok(m) => m.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        match map.get(connection) {
-            Some(s) => s.clone(),
-            None => return error(StatusCode::NOT_FOUND, "unknown front connection"),
-        }
+    let Some(secrets) = secrets else {
+        return error(StatusCode::NOT_FOUND, "unknown front connection");
     };
     if state.draining.is_cancelled() {
         return unavailable("shutting down");
@@ -216,7 +220,7 @@ async fn handle_connection(state: &WebhookState, req: Request<Incoming>, connect
             event: None, type_, ..
         }) => {
             tracing::debug!(connection, kind = %type_, "application webhook without an event; nothing to do");
-            return json(StatusCode::OK, &serde_json::json!({ "status": "ignored" }));
+            return json_ok("ignored", 0);
         }
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
@@ -288,10 +292,13 @@ async fn read_body(body: Incoming, max: usize) -> Result<Bytes, Resp> {
     }
 }
 
-fn json_ok(status: &str, highlights: usize) -> Resp {
-    json(
+/// `{"status": ..., "highlights": n}`, written directly: `status` is one of our own
+/// constants (nothing to escape), and this is the answer to every accepted webhook.
+fn json_ok(status: &'static str, highlights: usize) -> Resp {
+    crate::http::respond(
         StatusCode::OK,
-        &serde_json::json!({ "status": status, "highlights": highlights }),
+        "application/json",
+        format!(r#"{{"status":"{status}","highlights":{highlights}}}"#),
     )
 }
 
