@@ -188,10 +188,7 @@ impl Store {
     }
 
     fn db_err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError::Db {
-            path: self.path.to_path_buf(),
-            message: e.to_string(),
-        }
+        db_err(&self.path, e)
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
@@ -499,6 +496,7 @@ fn opened<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
         .ok_or_else(|| db_err(path, "table could not be opened"))
 }
 
+/// A redb failure on the file at `path`.
 fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Db {
         path: path.to_path_buf(),
