@@ -34,7 +34,29 @@ use super::{RefData, WebhookBody};
 ///   it is `null`.
 ///
 /// Unknown keys are [`Validated`] and dropped; a repeated key fails, as in derived code.
+///
+/// `struct Name => super::Name { ... }` also converts it into the model's type of the same
+/// fields, field by field.
 macro_rules! object {
+    (
+        $(#[$attr:meta])*
+        struct $name:ident => $target:path {
+            $( $(#[$field_attr:meta])* $field:ident: $kind:ident $ty:ty = $key:literal, )*
+        }
+    ) => {
+        object! {
+            $(#[$attr])*
+            struct $name {
+                $( $(#[$field_attr])* $field: $kind $ty = $key, )*
+            }
+        }
+
+        impl From<$name> for $target {
+            fn from(v: $name) -> Self {
+                Self { $( $field: v.$field, )* }
+            }
+        }
+    };
     (
         $(#[$attr:meta])*
         struct $name:ident {
@@ -468,7 +490,7 @@ impl From<Message> for super::Message {
 }
 
 object! {
-    struct Teammate {
+    struct Teammate => super::Teammate {
         id: req String = "id",
         email: opt String = "email",
         username: opt String = "username",
@@ -477,48 +499,17 @@ object! {
     }
 }
 
-impl From<Teammate> for super::Teammate {
-    fn from(t: Teammate) -> Self {
-        super::Teammate {
-            id: t.id,
-            email: t.email,
-            username: t.username,
-            first_name: t.first_name,
-            last_name: t.last_name,
-        }
-    }
-}
-
 object! {
-    struct Recipient {
+    struct Recipient => super::Recipient {
         name: opt String = "name",
         handle: opt String = "handle",
         role: opt String = "role",
     }
 }
 
-impl From<Recipient> for super::Recipient {
-    fn from(r: Recipient) -> Self {
-        super::Recipient {
-            name: r.name,
-            handle: r.handle,
-            role: r.role,
-        }
-    }
-}
-
 object! {
-    struct Tag {
+    struct Tag => super::Tag {
         id: opt String = "id",
         name: req String = "name",
-    }
-}
-
-impl From<Tag> for super::Tag {
-    fn from(t: Tag) -> Self {
-        super::Tag {
-            id: t.id,
-            name: t.name,
-        }
     }
 }
