@@ -36,13 +36,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::server::{self, FakeServer};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Map, Value, json};
 
 /// The token accepted until [`FakeFront::set_token`] changes it.
@@ -108,8 +106,7 @@ pub struct FakeFront {
     addr: SocketAddr,
     base: String,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: FakeServer,
 }
 
 /// One request as the fake saw it.
@@ -193,34 +190,19 @@ impl Fault {
 impl FakeFront {
     /// Binds `127.0.0.1:0` and serves on a new thread with its own tokio runtime.
     pub fn start() -> FakeFront {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake front");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("fake front address");
+        let (listener, addr) = server::bind("fake front");
         let base = format!("http://{addr}");
         let state = Arc::new(Mutex::new(State::new(base.clone())));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = {
+        let handler = {
             let state = Arc::clone(&state);
-            std::thread::Builder::new()
-                .name("fake-front".into())
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("fake front runtime");
-                    rt.block_on(serve(listener, state, rx));
-                    // Dropping `rt` here drops every connection task.
-                })
-                .expect("spawn fake front thread")
+            move |req| handle(req, Arc::clone(&state))
         };
+        let server = FakeServer::serve("fake-front", listener, || true, handler);
         FakeFront {
             addr,
             base,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -379,17 +361,6 @@ impl FakeFront {
     }
 }
 
-impl Drop for FakeFront {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
 /// A full `inbound` event like `harness::inbound_event` (inbox [`SEED_INBOX`]), emitted at
 /// `emitted_at`, which also becomes the message's `created_at` and the conversation's
 /// `created_at`/`updated_at`.
@@ -410,36 +381,6 @@ pub fn inbound_event_at(
 
 // ---------------------------------------------------------------------------------------
 // Server
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Arc<Mutex<State>>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, Arc::clone(&state)));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
-    }
-}
 
 /// Returned by the service to make hyper close the connection without answering.
 #[derive(Debug)]

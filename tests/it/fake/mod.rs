@@ -10,6 +10,7 @@
 pub mod front;
 pub mod next;
 pub mod oauth;
+pub mod server;
 
 // Re-exported for scenario tests; not every one is used yet.
 #[allow(unused_imports)]

@@ -34,13 +34,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::server::{self, FakeServer};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 
 /// The bearer token the fake accepts.
@@ -52,8 +50,7 @@ pub const TEAMSPACE: &str = "ts_test";
 pub struct FakeNext {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: FakeServer,
 }
 
 /// One request as the fake saw it.
@@ -131,31 +128,24 @@ impl State {
 impl FakeNext {
     /// Binds `127.0.0.1:0` and serves on a new thread with its own tokio runtime.
     pub fn start() -> FakeNext {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake next");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("fake next address");
+        let (listener, addr) = server::bind("fake next");
         let state = Arc::new(Mutex::new(State::default()));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = {
+        let admit = {
             let state = Arc::clone(&state);
-            std::thread::Builder::new()
-                .name("fake-next".into())
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("fake next runtime");
-                    rt.block_on(serve(listener, state, rx));
-                })
-                .expect("spawn fake next thread")
+            move || {
+                let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
+                st.refused += usize::from(st.down);
+                !st.down
+            }
+        };
+        let handler = {
+            let state = Arc::clone(&state);
+            move |req| handle(req, Arc::clone(&state))
         };
         FakeNext {
             addr,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: FakeServer::serve("fake-next", listener, admit, handler),
         }
     }
 
@@ -237,55 +227,6 @@ impl FakeNext {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for FakeNext {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Arc<Mutex<State>>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        {
-            let mut st = state.lock().unwrap_or_else(PoisonError::into_inner);
-            if st.down {
-                st.refused += 1;
-                // Dropping the stream closes it before a byte is read.
-                continue;
-            }
-        }
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, Arc::clone(&state)));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
     }
 }
 

@@ -24,18 +24,15 @@
 //! (to make a [`super::front::FakeFront`] accept it).
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::server::{self, FakeServer};
 use base64::Engine;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 
 /// The app's client id the fake accepts.
@@ -101,16 +98,13 @@ struct State {
 pub struct FakeOAuth {
     base: String,
     state: Arc<Mutex<State>>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _server: FakeServer,
 }
 
 impl FakeOAuth {
     /// Binds `127.0.0.1:0` and serves on a new thread.
     pub fn start() -> FakeOAuth {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind fake oauth");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr: SocketAddr = listener.local_addr().expect("address");
+        let (listener, addr) = server::bind("fake oauth");
         let base = format!("http://{addr}");
         let state = Arc::new(Mutex::new(State {
             codes: HashMap::new(),
@@ -126,25 +120,15 @@ impl FakeOAuth {
             on_issue: None,
             before_refresh_answer: None,
         }));
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let thread = {
+        let handler = {
             let state = Arc::clone(&state);
-            std::thread::Builder::new()
-                .name("fake-oauth".into())
-                .spawn(move || {
-                    let rt = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("fake oauth runtime");
-                    rt.block_on(serve(listener, state, rx));
-                })
-                .expect("spawn fake oauth")
+            move |req| handle(req, Arc::clone(&state))
         };
+        let server = FakeServer::serve("fake-oauth", listener, || true, handler);
         FakeOAuth {
             base,
             state,
-            shutdown: Some(tx),
-            thread: Some(thread),
+            _server: server,
         }
     }
 
@@ -232,45 +216,6 @@ impl FakeOAuth {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
-
-impl Drop for FakeOAuth {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-async fn serve(
-    listener: std::net::TcpListener,
-    state: Arc<Mutex<State>>,
-    mut shutdown: tokio::sync::oneshot::Receiver<()>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-    loop {
-        let stream = tokio::select! {
-            _ = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-        };
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| handle(req, Arc::clone(&state)));
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
     }
 }
 
