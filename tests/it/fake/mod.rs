@@ -2,7 +2,9 @@
 //!
 //! - [`front`]: Front's Core API (`/me`, `/inboxes`, `/events`, conversations, messages),
 //!   with pagination, rate limiting, previews, merged conversations and injectable faults.
+//! - [`next`]: NEXT AI's Highlights API, with outages, 429s and rejections on demand.
 //! - [`oauth`]: Front's OAuth endpoints (authorize, token) with refresh-token rotation.
+//! - [`server`]: the HTTP server loop the three share.
 //!
 //! A fake's API is used piecemeal by the scenario tests, so unused items are expected.
 #![allow(dead_code)]
