@@ -1,0 +1,202 @@
+//! What the state writer costs per webhook event, counted rather than timed: the writer
+//! thread's CPU time (from the kernel's per-thread run time, which leaves out time the
+//! host stole from this VM), the bytes and write calls it hands the kernel, and the wall
+//! time of a commit. Batches of 25 events are what the writer commits at saturation with
+//! 64 connections; 1 is a quiet hour.
+//!
+//! On a shared host the wall times of a load run swing by 20 % and more; the writer's CPU
+//! per event swings far less, so this is the number to compare before and after a change
+//! to the commit path.
+//!
+//! `cargo bench -p frontsync --bench writer_cost` (about 30 s). Options after `--`:
+//! `--events N` per run (default 20000), `--runs R` (default 5), `--batch B` (only this
+//! batch size).
+
+mod common;
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use frontsync::front::model::{WebhookBody, parse_webhook_body};
+use frontsync::ingest::{InboxNames, IncomingEvent, SinkBell, spawn_writer};
+use frontsync::normalize::{Snapshot, snapshot_from_event};
+use frontsync::store::Store;
+
+// The daemon's allocator, so allocation costs match what the daemon pays.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn template() -> Snapshot {
+    let body = common::body("evt_0", "cnv_0");
+    let Ok(WebhookBody::Rule(event)) = parse_webhook_body(&body) else {
+        panic!("the bench body is a rule webhook")
+    };
+    snapshot_from_event(&event).expect("the bench body normalizes")
+}
+
+fn event(template: &Snapshot, i: u64) -> IncomingEvent {
+    let mut s = template.clone();
+    s.conversation_id = format!("cnv_{i}");
+    s.event_id = Some(format!("evt_{i}"));
+    IncomingEvent::new("acme", &format!("evt_{i}"), s)
+}
+
+/// The writer thread's id, found by its name.
+fn writer_tid() -> u32 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "frontsync-write" {
+            return t.file_name().to_string_lossy().parse().expect("a tid");
+        }
+    }
+    panic!("no frontsync-writer thread")
+}
+
+/// Nanoseconds the thread has run on a CPU (first field of schedstat).
+fn run_ns(tid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat")).expect("schedstat");
+    s.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("schedstat run time")
+}
+
+/// (`wchar`, `syscw`, `write_bytes`) of this process.
+fn io() -> (u64, u64, u64) {
+    let s = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    let field = |name: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    (field("wchar:"), field("syscw:"), field("write_bytes:"))
+}
+
+struct Run {
+    cpu_us_per_event: f64,
+    wall_us_per_event: f64,
+    kib_per_event: f64,
+    writes_per_commit: f64,
+    disk_kib_per_event: f64,
+}
+
+fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn main() {
+    let mut events = 20_000u64;
+    let mut runs = 5usize;
+    let mut batches = vec![1u64, 25, 64];
+    let args: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--events" => {
+                events = args[i + 1].parse().expect("--events N");
+                i += 1;
+            }
+            "--runs" => {
+                runs = args[i + 1].parse().expect("--runs R");
+                i += 1;
+            }
+            "--batch" => {
+                batches = vec![args[i + 1].parse().expect("--batch B")];
+                i += 1;
+            }
+            _ => {} // cargo bench passes --bench
+        }
+        i += 1;
+    }
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
+    let config = common::config();
+    let routing = Arc::new(RwLock::new(Arc::new(
+        InboxNames::default().routing(&config.subscriptions),
+    )));
+    let (writer, thread) = spawn_writer(
+        store,
+        routing,
+        Arc::new(SinkBell::default()),
+        Default::default(),
+    )
+    .expect("spawn writer");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let template = template();
+    let tid = writer_tid();
+    let mut next = 0u64;
+    let mut send = |n: u64, batch: u64| {
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(batch);
+            let evs: Vec<_> = (0..k)
+                .map(|_| {
+                    next += 1;
+                    event(&template, next)
+                })
+                .collect();
+            let out = rt.block_on(writer.ingest(evs, Vec::new())).expect("ingest");
+            assert_eq!(out.new_events as u64, k);
+            left -= k;
+        }
+    };
+    // Warm-up: a state file that is not empty, pages in the cache.
+    send(5_000, 25);
+
+    println!("writer cost per event ({events} new events per run, median of {runs} [min..max])");
+    println!(
+        "{:>6} {:>22} {:>22} {:>16} {:>16} {:>16}",
+        "batch", "writer CPU us/event", "wall us/event", "KiB written", "writes/commit", "disk KiB"
+    );
+    for batch in batches {
+        let n = if batch == 1 { events / 10 } else { events };
+        let mut all = Vec::new();
+        for _ in 0..runs {
+            let (w0, s0, d0) = io();
+            let c0 = run_ns(tid);
+            let t0 = Instant::now();
+            send(n, batch);
+            let wall = t0.elapsed().as_secs_f64() * 1e6;
+            let c1 = run_ns(tid);
+            let (w1, s1, d1) = io();
+            let commits = n.div_ceil(batch) as f64;
+            all.push(Run {
+                cpu_us_per_event: (c1 - c0) as f64 / 1e3 / n as f64,
+                wall_us_per_event: wall / n as f64,
+                kib_per_event: (w1 - w0) as f64 / 1024.0 / n as f64,
+                writes_per_commit: (s1 - s0) as f64 / commits,
+                disk_kib_per_event: (d1 - d0) as f64 / 1024.0 / n as f64,
+            });
+        }
+        let show = |f: fn(&Run) -> f64| {
+            let (m, lo, hi) = median(all.iter().map(f).collect());
+            format!("{m:.1} [{lo:.1}..{hi:.1}]")
+        };
+        println!(
+            "{batch:>6} {:>22} {:>22} {:>16} {:>16} {:>16}",
+            show(|r| r.cpu_us_per_event),
+            show(|r| r.wall_us_per_event),
+            format!(
+                "{:.2}",
+                median(all.iter().map(|r| r.kib_per_event).collect()).0
+            ),
+            format!(
+                "{:.1}",
+                median(all.iter().map(|r| r.writes_per_commit).collect()).0
+            ),
+            format!(
+                "{:.2}",
+                median(all.iter().map(|r| r.disk_kib_per_event).collect()).0
+            ),
+        );
+    }
+    drop(writer);
+    thread.join().expect("writer thread");
+}
