@@ -243,7 +243,9 @@ pub async fn run(
         let writer = daemon.writer.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(3600));
+            // Not at start: a pass reads every seen id, and a restart is a busy moment.
+            let first = tokio::time::Instant::now() + PRUNE_FIRST_AFTER;
+            let mut tick = tokio::time::interval_at(first, PRUNE_EVERY);
             loop {
                 tokio::select! {
                     _ = tick.tick() => prune_seen(&writer).await,
@@ -271,17 +273,29 @@ pub async fn run(
     Ok(())
 }
 
-/// Forgets seen event ids older than [`SEEN_RETENTION`], in small commits so intake never
-/// waits long behind it.
+/// When old seen ids are pruned: a while after start, then hourly.
+const PRUNE_FIRST_AFTER: Duration = Duration::from_secs(10 * 60);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Seen ids looked at per prune commit: a few milliseconds of writer time, so intake never
+/// waits long behind a prune.
+const PRUNE_SCAN_PER_COMMIT: usize = 20_000;
+
+/// Forgets seen event ids older than [`SEEN_RETENTION`]: one pass over all of them, in
+/// bounded commits.
 async fn prune_seen(writer: &Writer) {
     let cutoff = crate::ingest::now_ms().saturating_sub(SEEN_RETENTION.as_millis() as u64);
-    let mut total = 0;
+    let (mut after, mut total) = (None, 0);
     loop {
-        match writer.prune_seen(cutoff, 5_000).await {
-            Ok(n) => {
-                total += n;
-                if n < 5_000 {
-                    break;
+        match writer
+            .prune_seen(cutoff, after.take(), PRUNE_SCAN_PER_COMMIT)
+            .await
+        {
+            Ok(step) => {
+                total += step.removed;
+                match step.resume_after {
+                    Some(key) => after = Some(key),
+                    None => break,
                 }
             }
             Err(e) => {

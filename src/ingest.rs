@@ -24,7 +24,8 @@ use crate::metrics::Metrics;
 use crate::normalize::{self, Snapshot};
 use crate::secret::SecretValue;
 use crate::store::{
-    DeadLetterOutcome, DeadLetterSelection, OAuthGrant, Rejection, Store, StoreError, Txn,
+    DeadLetterOutcome, DeadLetterSelection, OAuthGrant, PruneStep, Rejection, Store, StoreError,
+    Txn,
 };
 
 /// The most operations applied in one commit. Bounded so one commit stays short.
@@ -230,8 +231,9 @@ enum WriteOp {
     },
     PruneSeen {
         cutoff_ms: u64,
-        max: usize,
-        reply: oneshot::Sender<Result<usize, IngestError>>,
+        after: Option<String>,
+        max_scan: usize,
+        reply: oneshot::Sender<Result<PruneStep, IngestError>>,
     },
     Defer {
         connection: String,
@@ -303,11 +305,18 @@ impl Writer {
         .await
     }
 
-    /// Forgets up to `max` seen event ids first recorded before `cutoff_ms`.
-    pub async fn prune_seen(&self, cutoff_ms: u64, max: usize) -> Result<usize, IngestError> {
+    /// One step of forgetting seen event ids first recorded before `cutoff_ms`: looks at up
+    /// to `max_scan` ids after `after` (see [`crate::store::Txn::prune_seen`]).
+    pub async fn prune_seen(
+        &self,
+        cutoff_ms: u64,
+        after: Option<String>,
+        max_scan: usize,
+    ) -> Result<PruneStep, IngestError> {
         self.call(|reply| WriteOp::PruneSeen {
             cutoff_ms,
-            max,
+            after,
+            max_scan,
             reply,
         })
         .await
@@ -514,8 +523,13 @@ fn commit_batch(
                     txn.remove_pending_preview(connection, event_id)?;
                     None
                 }
-                WriteOp::PruneSeen { cutoff_ms, max, .. } => {
-                    pruned.push_back(txn.prune_seen(*cutoff_ms, *max)?);
+                WriteOp::PruneSeen {
+                    cutoff_ms,
+                    after,
+                    max_scan,
+                    ..
+                } => {
+                    pruned.push_back(txn.prune_seen(*cutoff_ms, after.as_deref(), *max_scan)?);
                     None
                 }
                 WriteOp::Defer {
@@ -620,7 +634,10 @@ fn commit_batch(
                         let _ = reply.send(answer);
                     }
                     WriteOp::PruneSeen { reply, .. } => {
-                        let _ = reply.send(Ok(pruned.pop_front().unwrap_or(0)));
+                        let answer = pruned
+                            .pop_front()
+                            .ok_or_else(|| IngestError::Store("prune outcome missing".into()));
+                        let _ = reply.send(answer);
                     }
                 }
             }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use frontsync_sinks::Delivery;
 use redb::{
     Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition,
+    TableDefinition, TableHandle,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
@@ -211,10 +211,19 @@ impl Store {
                 }
             }
         })?;
-        // Create every table so readers never meet a missing one.
+        // Create every table so readers never meet a missing one, and drop the retired ones.
         self.write(|txn| {
+            if txn
+                .txn
+                .delete_table(RETIRED_SEEN_BY_TIME)
+                .map_err(|e| txn.err(e))?
+            {
+                tracing::info!(
+                    table = RETIRED_SEEN_BY_TIME.name(),
+                    "deleted the retired age index of seen event ids"
+                );
+            }
             txn.seen()?;
-            txn.seen_by_time()?;
             txn.conversations()?;
             txn.outbox()?;
             txn.outbox_seq()?;
@@ -471,7 +480,6 @@ pub struct Txn<'a> {
 #[derive(Default)]
 struct OpenTables<'t> {
     seen: Option<Table<'t, &'static str, u64>>,
-    seen_by_time: Option<Table<'t, (u64, &'static str), ()>>,
     conversations: Option<Table<'t, &'static str, &'static [u8]>>,
     outbox: Option<Table<'t, (&'static str, u64), &'static [u8]>>,
     outbox_seq: Option<Table<'t, &'static str, u64>>,
@@ -494,6 +502,16 @@ fn opened<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static>(
     }
     slot.as_mut()
         .ok_or_else(|| db_err(path, "table could not be opened"))
+}
+
+/// What one [`Txn::prune_seen`] step did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneStep {
+    /// Seen-marks removed.
+    pub removed: usize,
+    /// The last key looked at, to pass as `after` to the next step; `None` once the scan
+    /// reached the end of the table.
+    pub resume_after: Option<String>,
 }
 
 /// A redb failure on the file at `path`.
@@ -528,7 +546,6 @@ impl<'a> Txn<'a> {
 
     table_accessors! {
         seen: SEEN_EVENTS => &'static str, u64;
-        seen_by_time: SEEN_BY_TIME => (u64, &'static str), ();
         conversations: CONVERSATIONS => &'static str, &'static [u8];
         outbox: OUTBOX => (&'static str, u64), &'static [u8];
         outbox_seq: OUTBOX_SEQ => &'static str, u64;
@@ -586,40 +603,53 @@ impl<'a> Txn<'a> {
         }
         seen.insert(key.as_str(), now_ms)
             .map_err(|e| db_err(path, e))?;
-        self.seen_by_time()?
-            .insert((now_ms, key.as_str()), ())
-            .map_err(|e| db_err(path, e))?;
         Ok(true)
     }
 
-    /// Forgets up to `max` seen-marks first committed before `cutoff_ms`; returns how many.
-    /// Safe once no source can bring those events back: webhooks are not redelivered after
-    /// days, and the poller's cursor never moves backwards.
-    pub fn prune_seen(&mut self, cutoff_ms: u64, max: usize) -> Result<usize, StoreError> {
+    /// One step of forgetting seen-marks first committed before `cutoff_ms`: looks at up to
+    /// `max_scan` marks in key order after `after` (from the start when `None`) and removes
+    /// the old ones. Safe once no source can bring those events back: webhooks are not
+    /// redelivered after days, and the poller's cursor never moves backwards.
+    ///
+    /// Scanning in key order instead of keeping an age index costs a full pass per prune
+    /// (hourly, in bounded steps) but saves a second B-tree insert on every event.
+    pub fn prune_seen(
+        &mut self,
+        cutoff_ms: u64,
+        after: Option<&str>,
+        max_scan: usize,
+    ) -> Result<PruneStep, StoreError> {
+        use std::ops::Bound;
         let path = self.path;
-        let by_time = self.seen_by_time()?;
+        let seen = self.seen()?;
+        let start = match after {
+            Some(key) => Bound::Excluded(key),
+            None => Bound::Unbounded,
+        };
         let mut old = Vec::new();
-        for row in by_time
-            .range((0u64, "")..(cutoff_ms, ""))
+        let mut scanned = 0;
+        let mut last = None;
+        for row in seen
+            .range::<&str>((start, Bound::Unbounded))
             .map_err(|e| db_err(path, e))?
         {
-            if old.len() >= max {
+            if scanned == max_scan {
                 break;
             }
-            let (k, _) = row.map_err(|e| db_err(path, e))?;
-            let (at, key) = k.value();
-            old.push((at, key.to_string()));
+            scanned += 1;
+            let (k, v) = row.map_err(|e| db_err(path, e))?;
+            if v.value() < cutoff_ms {
+                old.push(k.value().to_string());
+            }
+            last = Some(k.value().to_string());
         }
-        for (at, key) in &old {
-            by_time
-                .remove((*at, key.as_str()))
-                .map_err(|e| db_err(path, e))?;
-        }
-        let seen = self.seen()?;
-        for (_, key) in &old {
+        for key in &old {
             seen.remove(key.as_str()).map_err(|e| db_err(path, e))?;
         }
-        Ok(old.len())
+        Ok(PruneStep {
+            removed: old.len(),
+            resume_after: if scanned == max_scan { last } else { None },
+        })
     }
 
     /// The stored state of a conversation in a subscription.
@@ -1025,9 +1055,27 @@ mod tests {
                 t.mark_seen("acme", "evt_new", 1_000)
             })
             .unwrap();
-        assert_eq!(store.write(|t| t.prune_seen(500, 1)).unwrap(), 1);
-        assert_eq!(store.write(|t| t.prune_seen(500, 10)).unwrap(), 1);
-        assert_eq!(store.write(|t| t.prune_seen(500, 10)).unwrap(), 0);
+        // Keys sort as evt_new < evt_old1 < evt_old2: two marks per step, then the rest.
+        let step = store.write(|t| t.prune_seen(500, None, 2)).unwrap();
+        assert_eq!(
+            step,
+            PruneStep {
+                removed: 1,
+                resume_after: Some("acme\0evt_old1".into())
+            }
+        );
+        let step = store
+            .write(|t| t.prune_seen(500, step.resume_after.as_deref(), 2))
+            .unwrap();
+        assert_eq!(
+            step,
+            PruneStep {
+                removed: 1,
+                resume_after: None
+            }
+        );
+        let again = store.write(|t| t.prune_seen(500, None, 10)).unwrap();
+        assert_eq!(again.removed, 0);
         assert_eq!(store.seen_events().unwrap(), 1);
         // A pruned id counts as new again; the kept one is still a duplicate.
         assert!(
@@ -1040,6 +1088,62 @@ mod tests {
                 .write(|t| t.mark_seen("acme", "evt_new", 2_000))
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn a_prune_pass_in_small_steps_visits_every_mark_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                for i in 0..100u64 {
+                    // Every third mark is old.
+                    let at = if i % 3 == 0 { 10 } else { 1_000 };
+                    t.mark_seen(if i % 2 == 0 { "a" } else { "b" }, &format!("evt_{i}"), at)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        let (mut after, mut removed, mut steps) = (None::<String>, 0, 0);
+        loop {
+            let step = store
+                .write(|t| t.prune_seen(500, after.as_deref(), 7))
+                .unwrap();
+            removed += step.removed;
+            steps += 1;
+            after = step.resume_after;
+            if after.is_none() {
+                break;
+            }
+        }
+        assert_eq!(removed, 34);
+        assert_eq!(steps, 15, "100 marks in steps of 7");
+        assert_eq!(store.seen_events().unwrap(), 66);
+    }
+
+    #[test]
+    fn the_retired_seen_index_is_deleted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(RETIRED_SEEN_BY_TIME)
+                .unwrap()
+                .insert((1, "acme\0evt_1"), ())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        drop(Store::open(&path).unwrap());
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(!names.contains(&"seen_by_time_v1".to_string()), "{names:?}");
+        assert!(names.contains(&"seen_events_v1".to_string()), "{names:?}");
     }
 
     #[test]

@@ -6,12 +6,14 @@ use redb::TableDefinition;
 /// `"schema"` -> the store format version.
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
 
-/// `"{connection}\0{evt_id}"` -> Unix ms when the event was first committed.
+/// `"{connection}\0{evt_id}"` -> Unix ms when the event was first committed. Pruned by a
+/// resumable scan in key order (see `Txn::prune_seen`), so no second index is kept.
 pub const SEEN_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("seen_events_v1");
 
-/// `(Unix ms first committed, "{connection}\0{evt_id}")`: the same marks ordered by age, so
-/// old ones can be pruned without scanning every mark.
-pub const SEEN_BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("seen_by_time_v1");
+/// Retired: `(Unix ms, "{connection}\0{evt_id}")`, an age index of the seen marks that cost
+/// a second B-tree insert per event. Deleted when a store is opened.
+pub const RETIRED_SEEN_BY_TIME: TableDefinition<(u64, &str), ()> =
+    TableDefinition::new("seen_by_time_v1");
 
 /// `"{subscription}\0{cnv_id}"` -> JSON `ConversationState`.
 pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations_v1");
