@@ -83,8 +83,15 @@ fn normalize(c: &mut Criterion) {
             serde_json::to_vec(&h).unwrap()
         })
     });
-    // What the writer stores per conversation (ConversationState is this snapshot in JSON).
-    g.bench_function("snapshot to_vec+from_slice", |b| {
+    // What the writer stores per conversation (ConversationState is this snapshot in
+    // MessagePack), and the JSON it replaced.
+    g.bench_function("snapshot msgpack to_vec+from_slice", |b| {
+        b.iter(|| {
+            let bytes = rmp_serde::to_vec_named(black_box(&snapshot)).unwrap();
+            rmp_serde::from_slice::<frontsync::normalize::Snapshot>(&bytes).unwrap()
+        })
+    });
+    g.bench_function("snapshot json to_vec+from_slice", |b| {
         b.iter(|| {
             let bytes = serde_json::to_vec(black_box(&snapshot)).unwrap();
             serde_json::from_slice::<frontsync::normalize::Snapshot>(&bytes).unwrap()

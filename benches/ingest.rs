@@ -99,19 +99,18 @@ fn writer_batches(c: &mut Criterion) {
     thread.join().unwrap();
 }
 
-/// The storage floor for the same rows the writer writes per event (seen mark, seen-by-time,
-/// conversation state, outbox entry; sizes taken from a real event), with each table opened
+/// The storage floor for the same rows the writer writes per event (seen mark, conversation
+/// state, outbox entry; sizes taken from a real event), with each table opened
 /// once per transaction and the values serialized beforehand: what a batch would cost
 /// without per-operation table opening, counters and JSON in the commit path.
 fn redb_floor(c: &mut Criterion) {
     use redb::{ReadableTable, TableDefinition};
     const SEEN: TableDefinition<&str, u64> = TableDefinition::new("seen");
-    const BY_TIME: TableDefinition<(u64, &str), ()> = TableDefinition::new("by_time");
     const CONV: TableDefinition<&str, &[u8]> = TableDefinition::new("conv");
     const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 
     let snapshot = template();
-    let state = serde_json::to_vec(&frontsync::ingest::ConversationState {
+    let state = rmp_serde::to_vec_named(&frontsync::ingest::ConversationState {
         revision: 1,
         content_hash: 1,
         snapshot: snapshot.clone(),
@@ -151,13 +150,11 @@ fn redb_floor(c: &mut Criterion) {
                     let txn = db.begin_write().unwrap();
                     {
                         let mut seen = txn.open_table(SEEN).unwrap();
-                        let mut by_time = txn.open_table(BY_TIME).unwrap();
                         let mut conv = txn.open_table(CONV).unwrap();
                         let mut outbox = txn.open_table(OUTBOX).unwrap();
                         for (evt, cnv, seq) in &keys {
                             if seen.get(evt.as_str()).unwrap().is_none() {
                                 seen.insert(evt.as_str(), 1).unwrap();
-                                by_time.insert((1, evt.as_str()), ()).unwrap();
                             }
                             let _ = conv.get(cnv.as_str()).unwrap();
                             conv.insert(cnv.as_str(), state.as_slice()).unwrap();

@@ -27,8 +27,12 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 pub use oauth::OAuthGrant;
 use tables::*;
 
-/// The store format this build writes.
-const SCHEMA_VERSION: u64 = 1;
+/// The store format this build writes. 2: conversation states in MessagePack
+/// (`conversations_v2`); a format-1 file is converted when opened.
+const SCHEMA_VERSION: u64 = 2;
+
+/// Conversation states converted per transaction when a format-1 file is opened.
+const MIGRATE_CHUNK: usize = 5_000;
 
 /// redb's page cache. Its default (1 GiB) lets memory grow with the file: a sink down for
 /// hours would hold its whole outbox in RAM. Bounded, the outbox really stays on disk;
@@ -192,8 +196,8 @@ impl Store {
     }
 
     fn init_schema(&self) -> Result<(), StoreError> {
-        self.write(|txn| {
-            let mut meta = txn.txn.open_table(META).map_err(|e| txn.err(e))?;
+        let found = self.write(|txn| {
+            let meta = txn.txn.open_table(META).map_err(|e| txn.err(e))?;
             let found = meta
                 .get("schema")
                 .map_err(|e| txn.err(e))?
@@ -203,12 +207,7 @@ impl Store {
                     path: txn.path.to_path_buf(),
                     found: v,
                 }),
-                Some(_) => Ok(()),
-                None => {
-                    meta.insert("schema", SCHEMA_VERSION)
-                        .map_err(|e| txn.err(e))?;
-                    Ok(())
-                }
+                _ => Ok(found),
             }
         })?;
         // Create every table so readers never meet a missing one, and drop the retired ones.
@@ -233,7 +232,92 @@ impl Store {
             txn.pending_previews()?;
             txn.oauth_grants()?;
             Ok(())
-        })
+        })?;
+        if found.is_some_and(|v| v < 2) {
+            self.migrate_conversations_to_v2()?;
+        }
+        if found != Some(SCHEMA_VERSION) {
+            self.write(|txn| {
+                txn.txn
+                    .open_table(META)
+                    .map_err(|e| txn.err(e))?
+                    .insert("schema", SCHEMA_VERSION)
+                    .map_err(|e| txn.err(e))?;
+                Ok(())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Format 1 -> 2: moves every JSON conversation state to `conversations_v2` as
+    /// MessagePack, [`MIGRATE_CHUNK`] per transaction (a state is in exactly one of the two
+    /// tables at every commit, so a crash midway resumes here on the next open), then
+    /// deletes the old table. The conversion goes through `serde_json::Value`, so it needs
+    /// no knowledge of the state's type and keeps every field.
+    fn migrate_conversations_to_v2(&self) -> Result<(), StoreError> {
+        let total = {
+            let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+            match txn.open_table(RETIRED_CONVERSATIONS_V1) {
+                Ok(t) => t.len().map_err(|e| self.db_err(e))?,
+                Err(redb::TableError::TableDoesNotExist(_)) => 0,
+                Err(e) => return Err(self.db_err(e)),
+            }
+        };
+        if total > 0 {
+            tracing::info!(
+                states = total,
+                "converting conversation states to the format-2 encoding"
+            );
+        }
+        let mut moved = 0u64;
+        loop {
+            let n = self.write(|txn| {
+                let path = txn.path;
+                let mut old = txn
+                    .txn
+                    .open_table(RETIRED_CONVERSATIONS_V1)
+                    .map_err(|e| db_err(path, e))?;
+                let mut chunk = Vec::with_capacity(MIGRATE_CHUNK);
+                for row in old.iter().map_err(|e| db_err(path, e))?.take(MIGRATE_CHUNK) {
+                    let (k, v) = row.map_err(|e| db_err(path, e))?;
+                    let corrupt = |message: String| StoreError::Corrupt {
+                        path: path.to_path_buf(),
+                        table: "conversations_v1",
+                        message,
+                    };
+                    let value: serde_json::Value = serde_json::from_slice(v.value())
+                        .map_err(|e| corrupt(format!("{}: {e}", k.value())))?;
+                    let packed = rmp_serde::to_vec_named(&value)
+                        .map_err(|e| corrupt(format!("{}: {e}", k.value())))?;
+                    chunk.push((k.value().to_string(), packed));
+                }
+                for (key, _) in &chunk {
+                    old.remove(key.as_str()).map_err(|e| db_err(path, e))?;
+                }
+                drop(old);
+                let new = txn.conversations()?;
+                for (key, packed) in &chunk {
+                    new.insert(key.as_str(), packed.as_slice())
+                        .map_err(|e| db_err(path, e))?;
+                }
+                if chunk.is_empty() {
+                    txn.txn
+                        .delete_table(RETIRED_CONVERSATIONS_V1)
+                        .map_err(|e| db_err(path, e))?;
+                }
+                Ok(chunk.len())
+            })?;
+            if n == 0 {
+                break;
+            }
+            moved += n as u64;
+            tracing::info!(
+                converted = moved,
+                of = total,
+                "converting conversation states"
+            );
+        }
+        Ok(())
     }
 
     /// Runs `f` in one write transaction and commits durably. If `f` fails nothing is written.
@@ -361,12 +445,7 @@ impl Store {
     ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(CONVERSATIONS).map_err(|e| self.db_err(e))?;
-        get_json(
-            &table,
-            &compound(subscription, conversation_id),
-            &self.path,
-            "conversations_v1",
-        )
+        get_packed(&table, &compound(subscription, conversation_id), &self.path)
     }
 
     /// Up to `limit` webhook previews of `connection` waiting to be completed, oldest id first.
@@ -450,6 +529,24 @@ fn get_json<T: DeserializeOwned>(
             .map_err(|e| StoreError::Corrupt {
                 path: path.to_path_buf(),
                 table: name,
+                message: e.to_string(),
+            }),
+    }
+}
+
+/// The MessagePack value under `key` in the conversations table.
+fn get_packed<T: DeserializeOwned>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &str,
+    path: &Path,
+) -> Result<Option<T>, StoreError> {
+    match table.get(key).map_err(|e| db_err(path, e))? {
+        None => Ok(None),
+        Some(v) => rmp_serde::from_slice(v.value())
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: path.to_path_buf(),
+                table: "conversations_v2",
                 message: e.to_string(),
             }),
     }
@@ -659,11 +756,10 @@ impl<'a> Txn<'a> {
         conversation_id: &str,
     ) -> Result<Option<T>, StoreError> {
         let path = self.path;
-        get_json(
+        get_packed(
             self.conversations()?,
             &compound(subscription, conversation_id),
             path,
-            "conversations_v1",
         )
     }
 
@@ -675,7 +771,7 @@ impl<'a> Txn<'a> {
         state: &T,
     ) -> Result<(), StoreError> {
         let path = self.path;
-        let bytes = serde_json::to_vec(state).map_err(|e| self.err(e))?;
+        let bytes = rmp_serde::to_vec_named(state).map_err(|e| self.err(e))?;
         self.conversations()?
             .insert(
                 compound(subscription, conversation_id).as_str(),
@@ -1119,6 +1215,139 @@ mod tests {
         assert_eq!(removed, 34);
         assert_eq!(steps, 15, "100 marks in steps of 7");
         assert_eq!(store.seen_events().unwrap(), 66);
+    }
+
+    /// A state file as format 1 wrote it: JSON conversation states in `conversations_v1`.
+    fn format_1_file(path: &Path, states: usize) {
+        let db = redb::Database::create(path).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.open_table(META).unwrap().insert("schema", 1).unwrap();
+        {
+            let mut t = txn.open_table(RETIRED_CONVERSATIONS_V1).unwrap();
+            for i in 0..states {
+                let json = serde_json::json!({
+                    "revision": i,
+                    "content_hash": u64::MAX - i as u64,
+                    "snapshot": {"conversation_id": format!("cnv_{i}"), "message_text": "a \"quoted\" line\né",
+                                 "created_at_ms": -5, "tags": ["vip"], "future_field": {"x": [1, 2.5]}}
+                });
+                t.insert(
+                    format!("support\0cnv_{i}").as_str(),
+                    serde_json::to_vec(&json).unwrap().as_slice(),
+                )
+                .unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_format_1_file_is_converted_in_chunks_and_keeps_every_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let n = MIGRATE_CHUNK + 7;
+        format_1_file(&path, n);
+        let store = Store::open(&path).unwrap();
+        for i in [0, 1, MIGRATE_CHUNK, n - 1] {
+            let got: serde_json::Value = store
+                .conversation("support", &format!("cnv_{i}"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(got["revision"], i);
+            assert_eq!(got["content_hash"], u64::MAX - i as u64);
+            assert_eq!(got["snapshot"]["message_text"], "a \"quoted\" line\né");
+            assert_eq!(got["snapshot"]["created_at_ms"], -5);
+            assert_eq!(got["snapshot"]["future_field"]["x"][1], 2.5);
+        }
+        // The typed state reads too (unknown fields ignored).
+        let typed: crate::ingest::ConversationState =
+            store.conversation("support", "cnv_3").unwrap().unwrap();
+        assert_eq!(typed.revision, 3);
+        assert_eq!(typed.snapshot.tags, Some(vec!["vip".to_string()]));
+        drop(store);
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        assert!(
+            !names.contains(&"conversations_v1".to_string()),
+            "{names:?}"
+        );
+        assert_eq!(
+            txn.open_table(CONVERSATIONS).unwrap().len().unwrap(),
+            n as u64
+        );
+        let schema = txn
+            .open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(schema, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_file_from_a_newer_format_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema", SCHEMA_VERSION + 1)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&path).map(|_| ()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NewerFormat { found, .. } if found == SCHEMA_VERSION + 1),
+            "{err}"
+        );
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert_eq!(txn.list_tables().unwrap().count(), 1, "nothing created");
+    }
+
+    #[test]
+    fn conversation_states_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let state = crate::ingest::ConversationState {
+            revision: 7,
+            content_hash: u64::MAX,
+            snapshot: crate::normalize::Snapshot {
+                conversation_id: "cnv_1".into(),
+                message_text: Some("line \"one\"\nline two é".into()),
+                created_at_ms: Some(-1),
+                tags: Some(vec![]),
+                requester: Some(frontsync_sinks::Requester {
+                    name: None,
+                    handle: "ada@example.com".into(),
+                }),
+                assignee: Some(frontsync_sinks::Assignee {
+                    id: "tea_1".into(),
+                    name: Some("Grace".into()),
+                    email: None,
+                }),
+                inbox_ids: vec!["inb_1".into()],
+                event_at_ms: Some(i64::MAX),
+                ..Default::default()
+            },
+        };
+        store
+            .write(|t| t.put_conversation("support", "cnv_1", &state))
+            .unwrap();
+        let back: crate::ingest::ConversationState =
+            store.conversation("support", "cnv_1").unwrap().unwrap();
+        assert_eq!(back, state);
+        let in_txn: Option<crate::ingest::ConversationState> =
+            store.write(|t| t.conversation("support", "cnv_1")).unwrap();
+        assert_eq!(in_txn, Some(state));
     }
 
     #[test]

@@ -15,8 +15,15 @@ pub const SEEN_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("seen_e
 pub const RETIRED_SEEN_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("seen_by_time_v1");
 
-/// `"{subscription}\0{cnv_id}"` -> JSON `ConversationState`.
-pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations_v1");
+/// `"{subscription}\0{cnv_id}"` -> `ConversationState` as MessagePack with field names
+/// (self-describing like JSON, so fields can be added later, but with no text to escape:
+/// the state is rewritten on every event).
+pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations_v2");
+
+/// Retired: the same states as JSON (store format 1). Moved to `conversations_v2` when a
+/// store is opened, then deleted.
+pub const RETIRED_CONVERSATIONS_V1: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("conversations_v1");
 
 /// `(sink, seq)` -> one Highlight as compact JSON. Drained in seq order by the sink's task.
 pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox_v1");
