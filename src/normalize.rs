@@ -528,11 +528,16 @@ fn one_line(s: &str) -> String {
 
 /// At most `max` chars of `s` (never splitting one), without trailing whitespace.
 fn bound_chars(s: &str, max: usize) -> &str {
-    let cut = s
-        .char_indices()
-        .nth(max)
-        .and_then(|(i, _)| s.get(..i))
-        .unwrap_or(s);
+    // At most `max` bytes is at most `max` chars: most texts are far below the bound, and
+    // counting their chars was a visible share of the writer's time.
+    let cut = if s.len() <= max {
+        s
+    } else {
+        s.char_indices()
+            .nth(max)
+            .and_then(|(i, _)| s.get(..i))
+            .unwrap_or(s)
+    };
     cut.trim_end()
 }
 
@@ -1161,6 +1166,17 @@ mod tests {
             highlight(&sub(), &s, 1, Change::Created).title,
             "Hi, I was charged twice for order 1042 ..."
         );
+    }
+
+    #[test]
+    fn bound_chars_counts_chars_on_both_sides_of_its_byte_fast_path() {
+        assert_eq!(bound_chars("abc  ", 5), "abc");
+        assert_eq!(bound_chars("abcdef", 5), "abcde");
+        // 10 bytes but 5 chars: fits; 6 chars: cut after the 5th.
+        assert_eq!(bound_chars("ééééé", 5), "ééééé");
+        assert_eq!(bound_chars("éééééé", 5), "ééééé");
+        assert_eq!(bound_chars("", 0), "");
+        assert_eq!(bound_chars("a", 0), "");
     }
 
     #[test]
