@@ -28,7 +28,8 @@ pub use oauth::OAuthGrant;
 use tables::*;
 
 /// The store format this build writes. 2: conversation states in MessagePack
-/// (`conversations_v2`); a format-1 file is converted when opened.
+/// (`conversations_v2`), outbox sequence numbers among the counters; a format-1 file is
+/// converted when opened.
 const SCHEMA_VERSION: u64 = 2;
 
 /// Conversation states converted per transaction when a format-1 file is opened.
@@ -225,7 +226,6 @@ impl Store {
             txn.seen()?;
             txn.conversations()?;
             txn.outbox()?;
-            txn.outbox_seq()?;
             txn.dead_letters()?;
             txn.counters_table()?;
             txn.cursors()?;
@@ -234,6 +234,7 @@ impl Store {
             Ok(())
         })?;
         if found.is_some_and(|v| v < 2) {
+            self.migrate_outbox_seqs_to_counters()?;
             self.migrate_conversations_to_v2()?;
         }
         if found != Some(SCHEMA_VERSION) {
@@ -247,6 +248,37 @@ impl Store {
             })?;
         }
         Ok(())
+    }
+
+    /// Format 1 -> 2: the next outbox sequence number of each sink becomes its
+    /// `outbox_next_seq` counter (one transaction: a few rows).
+    fn migrate_outbox_seqs_to_counters(&self) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let path = txn.path;
+            let seqs: Vec<(String, u64)> = {
+                let old = txn
+                    .txn
+                    .open_table(RETIRED_OUTBOX_SEQ_V1)
+                    .map_err(|e| db_err(path, e))?;
+                old.iter()
+                    .map_err(|e| db_err(path, e))?
+                    .map(|row| {
+                        row.map(|(k, v)| (k.value().to_string(), v.value()))
+                            .map_err(|e| db_err(path, e))
+                    })
+                    .collect::<Result<_, _>>()?
+            };
+            let table = txn.counters_table()?;
+            for (sink, next) in &seqs {
+                table
+                    .insert(compound(counters::OUTBOX_NEXT_SEQ, sink).as_str(), *next)
+                    .map_err(|e| db_err(path, e))?;
+            }
+            txn.txn
+                .delete_table(RETIRED_OUTBOX_SEQ_V1)
+                .map_err(|e| db_err(path, e))?;
+            Ok(())
+        })
     }
 
     /// Format 1 -> 2: moves every JSON conversation state to `conversations_v2` as
@@ -489,6 +521,8 @@ pub mod counters {
     pub const DELIVERED: &str = "delivered_total";
     /// Dead letters of a sink (scope: sink).
     pub const DEAD_LETTERS: &str = "dead_letters";
+    /// The next outbox sequence number to hand out (scope: sink); absent = 1.
+    pub const OUTBOX_NEXT_SEQ: &str = "outbox_next_seq";
 }
 
 /// The bytes to queue again for a dead letter's Highlight, and its key; `None` when the
@@ -566,10 +600,9 @@ pub struct Txn<'a> {
     txn: &'a redb::WriteTransaction,
     path: &'a Path,
     tables: OpenTables<'a>,
-    /// Counter values touched in this transaction, by `compound(name, scope)`.
+    /// Counter values touched in this transaction (outbox sequence numbers included), by
+    /// `compound(name, scope)`.
     counters: HashMap<String, u64>,
-    /// The next outbox sequence number of each sink touched in this transaction.
-    next_seqs: HashMap<String, u64>,
 }
 
 /// The tables a [`Txn`] has opened so far. redb refuses to open a table twice at once, so
@@ -579,7 +612,6 @@ struct OpenTables<'t> {
     seen: Option<Table<'t, &'static str, u64>>,
     conversations: Option<Table<'t, &'static str, &'static [u8]>>,
     outbox: Option<Table<'t, (&'static str, u64), &'static [u8]>>,
-    outbox_seq: Option<Table<'t, &'static str, u64>>,
     dead_letters: Option<Table<'t, (&'static str, u64), &'static [u8]>>,
     counters_table: Option<Table<'t, &'static str, u64>>,
     cursors: Option<Table<'t, &'static str, &'static [u8]>>,
@@ -637,7 +669,6 @@ impl<'a> Txn<'a> {
             path,
             tables: OpenTables::default(),
             counters: HashMap::new(),
-            next_seqs: HashMap::new(),
         }
     }
 
@@ -645,7 +676,6 @@ impl<'a> Txn<'a> {
         seen: SEEN_EVENTS => &'static str, u64;
         conversations: CONVERSATIONS => &'static str, &'static [u8];
         outbox: OUTBOX => (&'static str, u64), &'static [u8];
-        outbox_seq: OUTBOX_SEQ => &'static str, u64;
         dead_letters: DEAD_LETTERS => (&'static str, u64), &'static [u8];
         counters_table: COUNTERS => &'static str, u64;
         cursors: CURSORS => &'static str, &'static [u8];
@@ -657,14 +687,6 @@ impl<'a> Txn<'a> {
     /// commit.
     fn finish(&mut self) -> Result<(), StoreError> {
         let path = self.path;
-        let next_seqs = std::mem::take(&mut self.next_seqs);
-        if !next_seqs.is_empty() {
-            let seqs = self.outbox_seq()?;
-            for (sink, next) in &next_seqs {
-                seqs.insert(sink.as_str(), *next)
-                    .map_err(|e| db_err(path, e))?;
-            }
-        }
         let counters = std::mem::take(&mut self.counters);
         if !counters.is_empty() {
             let table = self.counters_table()?;
@@ -784,16 +806,17 @@ impl<'a> Txn<'a> {
     /// Appends a serialized Highlight to `sink`'s outbox; returns its sequence number.
     pub fn enqueue(&mut self, sink: &str, highlight_json: &[u8]) -> Result<u64, StoreError> {
         let path = self.path;
-        let seq = match self.next_seqs.get(sink) {
+        let key = compound(counters::OUTBOX_NEXT_SEQ, sink);
+        let seq = match self.counters.get(&key) {
             Some(&seq) => seq,
             None => self
-                .outbox_seq()?
-                .get(sink)
+                .counters_table()?
+                .get(key.as_str())
                 .map_err(|e| db_err(path, e))?
                 .map(|v| v.value())
                 .unwrap_or(1),
         };
-        self.next_seqs.insert(sink.to_string(), seq + 1);
+        self.counters.insert(key, seq + 1);
         self.outbox()?
             .insert((sink, seq), highlight_json)
             .map_err(|e| db_err(path, e))?;
@@ -1238,7 +1261,39 @@ mod tests {
                 .unwrap();
             }
         }
+        txn.open_table(RETIRED_OUTBOX_SEQ_V1)
+            .unwrap()
+            .insert("archive", 42)
+            .unwrap();
         txn.commit().unwrap();
+    }
+
+    #[test]
+    fn a_format_1_file_keeps_its_outbox_sequence_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        format_1_file(&path, 1);
+        let store = Store::open(&path).unwrap();
+        let (continued, fresh) = store
+            .write(|t| {
+                let continued = t.enqueue("archive", &highlight_json("s:c1", 1))?;
+                let fresh = t.enqueue("other", &highlight_json("s:c1", 1))?;
+                Ok((continued, fresh))
+            })
+            .unwrap();
+        assert_eq!((continued, fresh), (42, 1));
+        let next = store
+            .write(|t| t.enqueue("archive", &highlight_json("s:c2", 1)))
+            .unwrap();
+        assert_eq!(next, 43);
+        drop(store);
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(
+            txn.list_tables()
+                .unwrap()
+                .all(|t| t.name() != "outbox_seq_v1")
+        );
     }
 
     #[test]

@@ -28,14 +28,17 @@ pub const RETIRED_CONVERSATIONS_V1: TableDefinition<&str, &[u8]> =
 /// `(sink, seq)` -> one Highlight as compact JSON. Drained in seq order by the sink's task.
 pub const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox_v1");
 
-/// `sink` -> the next outbox sequence number to hand out.
-pub const OUTBOX_SEQ: TableDefinition<&str, u64> = TableDefinition::new("outbox_seq_v1");
+/// Retired: `sink` -> the next outbox sequence number to hand out (store format 1). Now the
+/// `outbox_next_seq` counter, so an ingest commit touches one table less. Moved to
+/// `counters_v1` when a store is opened, then deleted.
+pub const RETIRED_OUTBOX_SEQ_V1: TableDefinition<&str, u64> = TableDefinition::new("outbox_seq_v1");
 
 /// `(sink, seq)` -> JSON `DeadLetter`: Highlights a sink rejected for good.
 pub const DEAD_LETTERS: TableDefinition<(&str, u64), &[u8]> =
     TableDefinition::new("dead_letters_v1");
 
-/// `"{name}\0{sink-or-subscription}"` -> a monotonically growing counter (e.g. deliveries).
+/// `"{name}\0{sink-or-subscription}"` -> a counter (deliveries, outbox depth, the next
+/// outbox sequence number of a sink: see `store::counters`).
 pub const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters_v1");
 
 /// `"{kind}\0{name}"` -> JSON cursor of a poller or backfill.
