@@ -10,27 +10,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use frontsync::front::model::{WebhookBody, parse_webhook_body};
 use frontsync::ingest::{InboxNames, IncomingEvent, SinkBell, spawn_writer};
-use frontsync::normalize::{Snapshot, snapshot_from_event};
+use frontsync::normalize::Snapshot;
 use frontsync::store::Store;
-
-fn template() -> Snapshot {
-    let body = common::body("evt_0", "cnv_0");
-    let WebhookBody::Rule(event) = parse_webhook_body(&body).unwrap() else {
-        panic!("a rule webhook")
-    };
-    snapshot_from_event(&event).unwrap()
-}
 
 fn events(template: &Snapshot, next: &mut u64, n: usize) -> Vec<IncomingEvent> {
     (0..n)
         .map(|_| {
             *next += 1;
-            let mut s = template.clone();
-            s.conversation_id = format!("cnv_{next}");
-            s.event_id = Some(format!("evt_{next}"));
-            IncomingEvent::new("acme", &format!("evt_{next}"), s)
+            common::incoming(template, *next)
         })
         .collect()
 }
@@ -78,7 +66,7 @@ fn writer_batches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let template = template();
+    let template = common::template();
     let mut next = 0u64;
     let mut g = c.benchmark_group("writer_ingest");
     for n in [1usize, 64, 512] {
@@ -109,7 +97,7 @@ fn redb_floor(c: &mut Criterion) {
     const CONV: TableDefinition<&str, &[u8]> = TableDefinition::new("conv");
     const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 
-    let snapshot = template();
+    let snapshot = common::template();
     let state = rmp_serde::to_vec_named(&frontsync::ingest::ConversationState {
         revision: 1,
         content_hash: 1,

@@ -17,29 +17,12 @@ mod common;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use frontsync::front::model::{WebhookBody, parse_webhook_body};
-use frontsync::ingest::{InboxNames, IncomingEvent, SinkBell, spawn_writer};
-use frontsync::normalize::{Snapshot, snapshot_from_event};
+use frontsync::ingest::{InboxNames, SinkBell, spawn_writer};
 use frontsync::store::Store;
 
 // The daemon's allocator, so allocation costs match what the daemon pays.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn template() -> Snapshot {
-    let body = common::body("evt_0", "cnv_0");
-    let Ok(WebhookBody::Rule(event)) = parse_webhook_body(&body) else {
-        panic!("the bench body is a rule webhook")
-    };
-    snapshot_from_event(&event).expect("the bench body normalizes")
-}
-
-fn event(template: &Snapshot, i: u64) -> IncomingEvent {
-    let mut s = template.clone();
-    s.conversation_id = format!("cnv_{i}");
-    s.event_id = Some(format!("evt_{i}"));
-    IncomingEvent::new("acme", &format!("evt_{i}"), s)
-}
 
 /// The writer thread's id, found by its name.
 fn writer_tid() -> u32 {
@@ -129,7 +112,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let template = template();
+    let template = common::template();
     let tid = writer_tid();
     let mut next = 0u64;
     let mut send = |n: u64, batch: u64| {
@@ -139,7 +122,7 @@ fn main() {
             let evs: Vec<_> = (0..k)
                 .map(|_| {
                     next += 1;
-                    event(&template, next)
+                    common::incoming(&template, next)
                 })
                 .collect();
             let out = rt.block_on(writer.ingest(evs, Vec::new())).expect("ingest");

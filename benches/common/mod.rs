@@ -6,6 +6,9 @@
 use std::path::Path;
 
 use frontsync::config::Subscription;
+use frontsync::front::model::{WebhookBody, parse_webhook_body};
+use frontsync::ingest::IncomingEvent;
+use frontsync::normalize::{Snapshot, snapshot_from_event};
 use serde_json::{Value, json};
 
 pub const PROSE: &str = "Hello team, I was charged twice for order 1042 on the 19th and again \
@@ -113,4 +116,21 @@ pub fn config() -> frontsync::config::Config {
 
 pub fn subscription() -> Subscription {
     config().subscriptions.remove(0)
+}
+
+/// The snapshot of the bench body, as the webhook handler hands it to the writer.
+pub fn template() -> Snapshot {
+    let body = body("evt_0", "cnv_0");
+    let Ok(WebhookBody::Rule(event)) = parse_webhook_body(&body) else {
+        panic!("the bench body is a rule webhook")
+    };
+    snapshot_from_event(&event).expect("the bench body normalizes")
+}
+
+/// A new event `evt_{i}` about a new conversation `cnv_{i}`, otherwise the template.
+pub fn incoming(template: &Snapshot, i: u64) -> IncomingEvent {
+    let mut s = template.clone();
+    s.conversation_id = format!("cnv_{i}");
+    s.event_id = Some(format!("evt_{i}"));
+    IncomingEvent::new("acme", &format!("evt_{i}"), s)
 }

@@ -1240,10 +1240,31 @@ mod tests {
         assert_eq!(store.seen_events().unwrap(), 66);
     }
 
-    /// A state file as format 1 wrote it: JSON conversation states in `conversations_v1`.
-    fn format_1_file(path: &Path, states: usize) {
+    /// Writes straight to a redb file (no `Store`), in one transaction: a file as another
+    /// version left it.
+    fn raw_write(path: &Path, f: impl FnOnce(&redb::WriteTransaction)) {
         let db = redb::Database::create(path).unwrap();
         let txn = db.begin_write().unwrap();
+        f(&txn);
+        txn.commit().unwrap();
+    }
+
+    /// The names of the tables in a redb file.
+    fn table_names(path: &Path) -> Vec<String> {
+        let db = redb::Database::open(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        txn.list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect()
+    }
+
+    /// A state file as format 1 wrote it: JSON conversation states in `conversations_v1`.
+    fn format_1_file(path: &Path, states: usize) {
+        raw_write(path, |txn| format_1_tables(txn, states));
+    }
+
+    fn format_1_tables(txn: &redb::WriteTransaction, states: usize) {
         txn.open_table(META).unwrap().insert("schema", 1).unwrap();
         {
             let mut t = txn.open_table(RETIRED_CONVERSATIONS_V1).unwrap();
@@ -1265,7 +1286,6 @@ mod tests {
             .unwrap()
             .insert("archive", 42)
             .unwrap();
-        txn.commit().unwrap();
     }
 
     #[test]
@@ -1287,13 +1307,8 @@ mod tests {
             .unwrap();
         assert_eq!(next, 43);
         drop(store);
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        assert!(
-            txn.list_tables()
-                .unwrap()
-                .all(|t| t.name() != "outbox_seq_v1")
-        );
+        let names = table_names(&path);
+        assert!(!names.contains(&"outbox_seq_v1".to_string()), "{names:?}");
     }
 
     #[test]
@@ -1320,17 +1335,13 @@ mod tests {
         assert_eq!(typed.revision, 3);
         assert_eq!(typed.snapshot.tags, Some(vec!["vip".to_string()]));
         drop(store);
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let names: Vec<String> = txn
-            .list_tables()
-            .unwrap()
-            .map(|t| t.name().to_string())
-            .collect();
+        let names = table_names(&path);
         assert!(
             !names.contains(&"conversations_v1".to_string()),
             "{names:?}"
         );
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_read().unwrap();
         assert_eq!(
             txn.open_table(CONVERSATIONS).unwrap().len().unwrap(),
             n as u64
@@ -1349,23 +1360,18 @@ mod tests {
     fn a_file_from_a_newer_format_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        {
-            let db = redb::Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        raw_write(&path, |txn| {
             txn.open_table(META)
                 .unwrap()
                 .insert("schema", SCHEMA_VERSION + 1)
                 .unwrap();
-            txn.commit().unwrap();
-        }
+        });
         let err = Store::open(&path).map(|_| ()).unwrap_err();
         assert!(
             matches!(err, StoreError::NewerFormat { found, .. } if found == SCHEMA_VERSION + 1),
             "{err}"
         );
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        assert_eq!(txn.list_tables().unwrap().count(), 1, "nothing created");
+        assert_eq!(table_names(&path), ["meta_v1"], "nothing created");
     }
 
     #[test]
@@ -1409,23 +1415,14 @@ mod tests {
     fn the_retired_seen_index_is_deleted_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
-        {
-            let db = redb::Database::create(&path).unwrap();
-            let txn = db.begin_write().unwrap();
+        raw_write(&path, |txn| {
             txn.open_table(RETIRED_SEEN_BY_TIME)
                 .unwrap()
                 .insert((1, "acme\0evt_1"), ())
                 .unwrap();
-            txn.commit().unwrap();
-        }
+        });
         drop(Store::open(&path).unwrap());
-        let db = redb::Database::open(&path).unwrap();
-        let txn = db.begin_read().unwrap();
-        let names: Vec<String> = txn
-            .list_tables()
-            .unwrap()
-            .map(|t| t.name().to_string())
-            .collect();
+        let names = table_names(&path);
         assert!(!names.contains(&"seen_by_time_v1".to_string()), "{names:?}");
         assert!(names.contains(&"seen_events_v1".to_string()), "{names:?}");
     }
