@@ -6,11 +6,10 @@
 
 mod common;
 
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use frontsync::ingest::{InboxNames, IncomingEvent, SinkBell, spawn_writer};
+use frontsync::ingest::IncomingEvent;
 use frontsync::normalize::Snapshot;
 use frontsync::store::Store;
 
@@ -49,19 +48,7 @@ fn store_commit(c: &mut Criterion) {
 }
 
 fn writer_batches(c: &mut Criterion) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("state.redb")).unwrap();
-    let config = common::config();
-    let routing = Arc::new(RwLock::new(Arc::new(
-        InboxNames::default().routing(&config.subscriptions),
-    )));
-    let (writer, thread) = spawn_writer(
-        store,
-        routing,
-        Arc::new(SinkBell::default()),
-        Default::default(),
-    )
-    .unwrap();
+    let (_dir, writer, thread) = common::writer();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

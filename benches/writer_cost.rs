@@ -14,11 +14,7 @@
 
 mod common;
 
-use std::sync::{Arc, RwLock};
 use std::time::Instant;
-
-use frontsync::ingest::{InboxNames, SinkBell, spawn_writer};
-use frontsync::store::Store;
 
 // The daemon's allocator, so allocation costs match what the daemon pays.
 #[global_allocator]
@@ -95,19 +91,7 @@ fn main() {
         i += 1;
     }
 
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("state.redb")).expect("open store");
-    let config = common::config();
-    let routing = Arc::new(RwLock::new(Arc::new(
-        InboxNames::default().routing(&config.subscriptions),
-    )));
-    let (writer, thread) = spawn_writer(
-        store,
-        routing,
-        Arc::new(SinkBell::default()),
-        Default::default(),
-    )
-    .expect("spawn writer");
+    let (_dir, writer, thread) = common::writer();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

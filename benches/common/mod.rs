@@ -7,7 +7,7 @@ use std::path::Path;
 
 use frontsync::config::Subscription;
 use frontsync::front::model::{WebhookBody, parse_webhook_body};
-use frontsync::ingest::IncomingEvent;
+use frontsync::ingest::{InboxNames, IncomingEvent, SinkBell, Writer, spawn_writer};
 use frontsync::normalize::{Snapshot, snapshot_from_event};
 use serde_json::{Value, json};
 
@@ -133,4 +133,22 @@ pub fn incoming(template: &Snapshot, i: u64) -> IncomingEvent {
     s.conversation_id = format!("cnv_{i}");
     s.event_id = Some(format!("evt_{i}"));
     IncomingEvent::new("acme", &format!("evt_{i}"), s)
+}
+
+/// The daemon's state writer on a fresh store in a temp dir (kept alive by the returned
+/// guard), routing with [`config`]'s subscription.
+pub fn writer() -> (tempfile::TempDir, Writer, std::thread::JoinHandle<()>) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = frontsync::store::Store::open(&dir.path().join("state.redb")).expect("open store");
+    let routing = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
+        InboxNames::default().routing(&config().subscriptions),
+    )));
+    let (writer, thread) = spawn_writer(
+        store,
+        routing,
+        std::sync::Arc::new(SinkBell::default()),
+        Default::default(),
+    )
+    .expect("spawn writer");
+    (dir, writer, thread)
 }
