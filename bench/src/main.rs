@@ -6,6 +6,7 @@
 //! target/release/frontsync-bench webhooks --daemon target/release/frontsync --n 20000 --concurrency 64
 //! target/release/frontsync-bench webhooks --daemon target/release/frontsync --n 10000 --concurrency 32 --rate 1000
 //! target/release/frontsync-bench seen-ids --daemon target/release/frontsync --n 1000000
+//! target/release/frontsync-bench sync-cost
 //! ```
 //!
 //! See BENCHMARKS.md for what each figure means and the measured results.
@@ -15,6 +16,7 @@ mod load;
 mod seen;
 mod server;
 mod stats;
+mod sync_cost;
 mod webhooks;
 
 use std::net::SocketAddr;
@@ -37,6 +39,9 @@ enum Cmd {
     Webhooks(webhooks::Args),
     /// Daemon ready time and idle RSS with N seen event ids in the state file vs none.
     SeenIds(seen::Args),
+    /// What one commit's I/O costs on this machine: N pages written (scattered, adjacent,
+    /// or in one write), then fdatasync; wall and CPU time per commit.
+    SyncCost(sync_cost::Args),
     /// The baseline server (started by `webhooks` as a child process).
     #[command(hide = true)]
     BaselineServer {
@@ -61,6 +66,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Cmd::Webhooks(args) => webhooks::main(args),
         Cmd::SeenIds(args) => seen::main(args),
+        Cmd::SyncCost(args) => sync_cost::main(args),
         Cmd::BaselineServer { listen } => baseline::serve(listen),
     };
     match result {
