@@ -3,7 +3,7 @@
 //! as adjacent 4 KiB writes, and as one write of N pages. Reports wall time and the
 //! thread's CPU time (user + kernel, from its schedstat) per commit.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -38,10 +38,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .prefix("frontsync-sync-cost")
         .tempfile_in(&args.dir)
         .with_context(|| format!("cannot create a scratch file in {}", args.dir.display()))?;
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(scratch.path())?;
+    let file = scratch.as_file();
     file.set_len(FILE_PAGES * PAGE)?;
     // The file's blocks are allocated up front, as a state file's are.
     file.write_all_at(&vec![0u8; (FILE_PAGES * PAGE) as usize], 0)?;
@@ -60,7 +57,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             if pages == 0 && !matches!(layout, Layout::Scattered) {
                 continue;
             }
-            let (wall, cpu) = measure(&file, pages, layout, args.commits)?;
+            let (wall, cpu) = measure(file, pages, layout, args.commits)?;
             let name = match (pages, layout) {
                 (0, _) => "sync only",
                 (_, Layout::Scattered) => "scattered",
