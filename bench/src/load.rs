@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
+use memchr::memmem;
 use serde_json::json;
 
 /// Not yet sent / not yet seen.
@@ -383,6 +384,7 @@ fn follow(
     let mut pos = 0u64;
     let mut buf = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 1 << 20];
+    let needle = memmem::FinderRev::new(needle.as_bytes());
     while !stop.load(Ordering::Relaxed) {
         if file.is_none() {
             file = std::fs::File::open(path).ok();
@@ -400,12 +402,15 @@ fn follow(
         let now = base.elapsed().as_nanos() as u64;
         pos += got as u64;
         buf.extend_from_slice(&chunk[..got]);
-        let complete = match buf.iter().rposition(|&b| b == b'\n') {
+        let complete = match memchr::memrchr(b'\n', &buf) {
             Some(p) => p + 1,
             None => continue,
         };
-        for line in buf[..complete].split(|&b| b == b'\n') {
-            if let Some(i) = event_index(line, needle.as_bytes())
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', &buf[..complete]) {
+            let line = &buf[start..end];
+            start = end + 1;
+            if let Some(i) = event_index(line, &needle)
                 && let Some(slot) = seen.get(i)
                 && slot
                     .compare_exchange(NONE, now, Ordering::Relaxed, Ordering::Relaxed)
@@ -420,8 +425,9 @@ fn follow(
 }
 
 /// The number right after `needle` in `line`.
-fn event_index(line: &[u8], needle: &[u8]) -> Option<usize> {
-    let at = line.windows(needle.len()).position(|w| w == needle)? + needle.len();
+fn event_index(line: &[u8], needle: &memmem::FinderRev<'_>) -> Option<usize> {
+    // `source` is the last field of a Highlight line: search from the end.
+    let at = needle.rfind(line)? + needle.needle().len();
     let digits = &line[at..];
     let end = digits
         .iter()
@@ -437,8 +443,12 @@ mod tests {
     #[test]
     fn finds_event_index_in_a_highlight_line() {
         let line = br#"{"id":"support:cnv_b12","source":{"system":"front","event_id":"evt_b12","url":"x"}}"#;
-        assert_eq!(event_index(line, br#""event_id":"evt_b"#), Some(12));
-        assert_eq!(event_index(line, br#""event_id":"evt_w"#), None);
+        let finder = |n: &'static [u8]| memmem::FinderRev::new(n);
+        assert_eq!(
+            event_index(line, &finder(br#""event_id":"evt_b"#)),
+            Some(12)
+        );
+        assert_eq!(event_index(line, &finder(br#""event_id":"evt_w"#)), None);
     }
 
     #[test]
