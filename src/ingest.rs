@@ -720,12 +720,8 @@ fn apply_event(
         let (state, emission) = decide(sub, &route.inbox_ids, prev, &ev.snapshot);
         txn.put_conversation(&sub.name, cnv, &state)?;
         if let Some(highlight) = emission {
-            let json = serde_json::to_vec(&highlight).map_err(|e| StoreError::Db {
-                path: Default::default(),
-                message: format!("cannot serialize highlight: {e}"),
-            })?;
+            txn.enqueue_json(&sub.sinks, &highlight)?;
             for sink in &sub.sinks {
-                txn.enqueue(sink, &json)?;
                 if !touched.contains(sink) {
                     touched.insert(sink.clone());
                 }

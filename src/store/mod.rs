@@ -646,6 +646,10 @@ pub struct Txn<'a> {
     /// Counter values touched in this transaction (outbox sequence numbers included), by
     /// `compound(name, scope)`.
     counters: HashMap<String, u64>,
+    /// One buffer to serialize values into, reused by every write of the transaction: a
+    /// state or a Highlight is about 1 KB, and a `Vec` grown from empty reallocates four or
+    /// five times on the way there, for every event.
+    scratch: Vec<u8>,
 }
 
 /// The tables a [`Txn`] has opened so far. redb refuses to open a table twice at once, so
@@ -712,6 +716,7 @@ impl<'a> Txn<'a> {
             path,
             tables: OpenTables::default(),
             counters: HashMap::new(),
+            scratch: Vec::new(),
         }
     }
 
@@ -836,14 +841,41 @@ impl<'a> Txn<'a> {
         state: &T,
     ) -> Result<(), StoreError> {
         let path = self.path;
-        let bytes = rmp_serde::to_vec_named(state).map_err(|e| self.err(e))?;
-        self.conversations()?
-            .insert(
-                compound(subscription, conversation_id).as_str(),
-                bytes.as_slice(),
-            )
-            .map_err(|e| db_err(path, e))?;
-        Ok(())
+        let mut bytes = std::mem::take(&mut self.scratch);
+        bytes.clear();
+        let result = match rmp_serde::encode::write_named(&mut bytes, state) {
+            Ok(()) => self.conversations().and_then(|table| {
+                table
+                    .insert(
+                        compound(subscription, conversation_id).as_str(),
+                        bytes.as_slice(),
+                    )
+                    .map(drop)
+                    .map_err(|e| db_err(path, e))
+            }),
+            Err(e) => Err(self.err(e)),
+        };
+        self.scratch = bytes;
+        result
+    }
+
+    /// Serializes `highlight` as compact JSON once and appends it to the outbox of each of
+    /// `sinks`.
+    pub fn enqueue_json<T: Serialize>(
+        &mut self,
+        sinks: &[String],
+        highlight: &T,
+    ) -> Result<(), StoreError> {
+        let mut json = std::mem::take(&mut self.scratch);
+        json.clear();
+        let result = match serde_json::to_writer(&mut json, highlight) {
+            Ok(()) => sinks
+                .iter()
+                .try_for_each(|sink| self.enqueue(sink, &json).map(drop)),
+            Err(e) => Err(self.err(format!("cannot serialize highlight: {e}"))),
+        };
+        self.scratch = json;
+        result
     }
 
     /// Appends a serialized Highlight to `sink`'s outbox; returns its sequence number.
