@@ -1656,7 +1656,9 @@ mod tests {
     fn outbox_keys_of_other_shapes_are_parsed() {
         // Keys in another order (a dead letter re-queued from a JSON map), escapes in the
         // id, and numbers serde_json would refuse: the prefix reader declines each.
-        let cases: [(&[u8], Option<(&str, u64)>); 8] = [
+        /// A stored entry and the key it holds (`None`: not a readable Highlight).
+        type Case = (&'static [u8], Option<(&'static str, u64)>);
+        let cases: [Case; 8] = [
             (br#"{"id":"a","revision":3,"schema":"s"}"#, Some(("a", 3))),
             (
                 br#"{"schema":"s","id":"a\"b","revision":3}"#,
