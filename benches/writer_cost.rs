@@ -20,14 +20,18 @@ use std::time::Instant;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The writer thread's id, found by its name.
+/// The writer thread's id, found by its name. The thread names itself once it runs, which
+/// may be a moment after it was spawned: look again for up to a second.
 fn writer_tid() -> u32 {
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-    for t in tasks.flatten() {
-        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-        if comm.trim() == "frontsync-write" {
-            return t.file_name().to_string_lossy().parse().expect("a tid");
+    for _ in 0..100 {
+        let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            if comm.trim() == "frontsync-write" {
+                return t.file_name().to_string_lossy().parse().expect("a tid");
+            }
         }
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
     panic!("no frontsync-writer thread")
 }
