@@ -87,7 +87,7 @@ fn normalize(c: &mut Criterion) {
     // MessagePack), and the JSON it replaced.
     g.bench_function("snapshot msgpack to_vec+from_slice", |b| {
         b.iter(|| {
-            let bytes = rmp_serde::to_vec_named(black_box(&snapshot)).unwrap();
+            let bytes = rmp_serde::to_vec(black_box(&snapshot)).unwrap();
             rmp_serde::from_slice::<frontsync::normalize::Snapshot>(&bytes).unwrap()
         })
     });

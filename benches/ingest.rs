@@ -85,7 +85,7 @@ fn redb_floor(c: &mut Criterion) {
     const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
 
     let snapshot = common::template();
-    let state = rmp_serde::to_vec_named(&frontsync::ingest::ConversationState {
+    let state = rmp_serde::to_vec(&frontsync::ingest::ConversationState {
         revision: 1,
         content_hash: 1,
         snapshot: snapshot.clone(),

@@ -92,7 +92,8 @@ impl From<StoreError> for IngestError {
     }
 }
 
-/// The per-conversation state kept for each subscription.
+/// The per-conversation state kept for each subscription. Stored as an array of its fields
+/// in this order (see `store::tables::CONVERSATIONS`): never remove or reorder one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationState {
     /// Revision of the last Highlight emitted; 0 = never emitted.

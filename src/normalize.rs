@@ -38,7 +38,9 @@ const APP_URL_PREFIX: &str = "https://app.frontapp.com/open/";
 /// What frontsync knows about one conversation at one moment, from one event merged with
 /// what was known before.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-// Snapshots are stored: a field added in a later release must not make old ones unreadable.
+// Snapshots are stored, as arrays of their fields in this order (see
+// `store::tables::CONVERSATIONS`): a field added in a later release goes at the end, and the
+// default makes the old, shorter ones readable. Never remove or reorder a field.
 #[serde(default)]
 pub struct Snapshot {
     pub conversation_id: String,

@@ -110,6 +110,9 @@ impl std::fmt::Display for Status {
 }
 
 /// The person who wrote in.
+///
+/// The daemon also stores it inside each conversation state, as an array of its fields in
+/// this order: a new field goes at the end with `#[serde(default)]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Requester {
@@ -120,6 +123,9 @@ pub struct Requester {
 }
 
 /// The Front teammate a conversation is assigned to.
+///
+/// The daemon also stores it inside each conversation state, as an array of its fields in
+/// this order: a new field goes at the end with `#[serde(default)]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Assignee {

@@ -15,9 +15,11 @@ pub const SEEN_EVENTS: TableDefinition<&str, u64> = TableDefinition::new("seen_e
 pub const RETIRED_SEEN_BY_TIME: TableDefinition<(u64, &str), ()> =
     TableDefinition::new("seen_by_time_v1");
 
-/// `"{subscription}\0{cnv_id}"` -> `ConversationState` as MessagePack with field names
-/// (self-describing like JSON, so fields can be added later, but with no text to escape:
-/// the state is rewritten on every event).
+/// `"{subscription}\0{cnv_id}"` -> `ConversationState` as MessagePack (no text to escape:
+/// the state is rewritten on every event). Written as an array of the fields in declaration
+/// order; states written by earlier builds are maps with field names, and both read alike.
+/// So fields may only be added, at the end, with a default (`Snapshot` has
+/// `#[serde(default)]`), never removed or reordered.
 pub const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations_v2");
 
 /// Retired: the same states as JSON (store format 1). Moved to `conversations_v2` when a
