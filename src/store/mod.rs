@@ -1541,6 +1541,36 @@ mod tests {
     }
 
     #[test]
+    fn a_state_written_before_a_snapshot_field_was_added_still_reads() {
+        // As a later release would meet a state of this one after adding fields at the end
+        // of `Snapshot`: the stored array is shorter than the type, and the missing fields
+        // take their defaults.
+        let short = rmp_serde::to_vec(&(7u64, 9u64, ("cnv_1", Some("Refund")))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        drop(Store::open(&path).unwrap());
+        raw_write(&path, |txn| {
+            txn.open_table(CONVERSATIONS)
+                .unwrap()
+                .insert(compound("support", "cnv_1").as_str(), short.as_slice())
+                .unwrap();
+        });
+        let store = Store::open(&path).unwrap();
+        let back: crate::ingest::ConversationState =
+            store.conversation("support", "cnv_1").unwrap().unwrap();
+        let expected = crate::ingest::ConversationState {
+            revision: 7,
+            content_hash: 9,
+            snapshot: crate::normalize::Snapshot {
+                conversation_id: "cnv_1".into(),
+                subject: Some("Refund".into()),
+                ..Default::default()
+            },
+        };
+        assert_eq!(back, expected);
+    }
+
+    #[test]
     fn the_retired_seen_index_is_deleted_on_open() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
