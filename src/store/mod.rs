@@ -846,23 +846,17 @@ impl<'a> Txn<'a> {
         conversation_id: &str,
         state: &T,
     ) -> Result<(), StoreError> {
-        let path = self.path;
-        let mut bytes = std::mem::take(&mut self.scratch);
-        bytes.clear();
-        let result = match rmp_serde::encode::write(&mut bytes, state) {
-            Ok(()) => self.conversations().and_then(|table| {
-                table
-                    .insert(
-                        compound(subscription, conversation_id).as_str(),
-                        bytes.as_slice(),
-                    )
-                    .map(drop)
-                    .map_err(|e| db_err(path, e))
-            }),
-            Err(e) => Err(self.err(e)),
-        };
-        self.scratch = bytes;
-        result
+        self.with_scratch(|txn, bytes| {
+            rmp_serde::encode::write(bytes, state).map_err(|e| txn.err(e))?;
+            let path = txn.path;
+            txn.conversations()?
+                .insert(
+                    compound(subscription, conversation_id).as_str(),
+                    bytes.as_slice(),
+                )
+                .map_err(|e| db_err(path, e))?;
+            Ok(())
+        })
     }
 
     /// Serializes `highlight` as compact JSON once and appends it to the outbox of each of
@@ -872,15 +866,23 @@ impl<'a> Txn<'a> {
         sinks: &[String],
         highlight: &T,
     ) -> Result<(), StoreError> {
-        let mut json = std::mem::take(&mut self.scratch);
-        json.clear();
-        let result = match serde_json::to_writer(&mut json, highlight) {
-            Ok(()) => sinks
-                .iter()
-                .try_for_each(|sink| self.enqueue(sink, &json).map(drop)),
-            Err(e) => Err(self.err(format!("cannot serialize highlight: {e}"))),
-        };
-        self.scratch = json;
+        self.with_scratch(|txn, json| {
+            serde_json::to_writer(&mut *json, highlight)
+                .map_err(|e| txn.err(format!("cannot serialize highlight: {e}")))?;
+            for sink in sinks {
+                txn.enqueue(sink, json)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Runs `f` with the transaction's serialization buffer, emptied, and keeps the buffer
+    /// (and its capacity) for the next value.
+    fn with_scratch<R>(&mut self, f: impl FnOnce(&mut Self, &mut Vec<u8>) -> R) -> R {
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
+        let result = f(self, &mut buf);
+        self.scratch = buf;
         result
     }
 
