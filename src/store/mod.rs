@@ -1499,47 +1499,54 @@ mod tests {
         assert_eq!(in_txn, Some(state));
     }
 
+    /// Puts `bytes` straight into the file (no `Store`) as the state of `support`/`cnv`, as
+    /// another build would have stored it, then reads it through a `Store`.
+    fn read_foreign_state(
+        path: &Path,
+        cnv: &str,
+        bytes: &[u8],
+    ) -> crate::ingest::ConversationState {
+        raw_write(path, |txn| {
+            txn.open_table(CONVERSATIONS)
+                .unwrap()
+                .insert(compound("support", cnv).as_str(), bytes)
+                .unwrap();
+        });
+        let store = Store::open(path).unwrap();
+        store.conversation("support", cnv).unwrap().unwrap()
+    }
+
     #[test]
     fn states_are_written_without_field_names_and_named_ones_still_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let state = sample_state();
-        let named = rmp_serde::to_vec_named(&state).unwrap();
-        {
-            let store = Store::open(&path).unwrap();
-            store
-                .write(|t| t.put_conversation("support", "cnv_new", &state))
-                .unwrap();
-        }
-        // A state as the builds before this one wrote it: a map with field names.
-        raw_write(&path, |txn| {
-            txn.open_table(CONVERSATIONS)
-                .unwrap()
-                .insert(compound("support", "cnv_old").as_str(), named.as_slice())
-                .unwrap();
-        });
         let store = Store::open(&path).unwrap();
-        for cnv in ["cnv_new", "cnv_old"] {
-            let back: crate::ingest::ConversationState =
-                store.conversation("support", cnv).unwrap().unwrap();
-            assert_eq!(back, state, "{cnv}");
-        }
-        let txn = store.db.begin_read().unwrap();
-        let table = txn.open_table(CONVERSATIONS).unwrap();
-        let written = table
-            .get(compound("support", "cnv_new").as_str())
-            .unwrap()
-            .unwrap()
-            .value()
-            .to_vec();
+        store
+            .write(|t| t.put_conversation("support", "cnv_new", &state))
+            .unwrap();
+        let written = {
+            let txn = store.db.begin_read().unwrap();
+            let table = txn.open_table(CONVERSATIONS).unwrap();
+            let value = table.get(compound("support", "cnv_new").as_str()).unwrap();
+            value.unwrap().value().to_vec()
+        };
+        drop(store);
         // 0x93: a MessagePack array of the three fields of `ConversationState`.
         assert_eq!(written.first(), Some(&0x93));
+        let named = rmp_serde::to_vec_named(&state).unwrap();
         assert!(
             written.len() < named.len(),
             "{} vs {}",
             written.len(),
             named.len()
         );
+        // A state as the builds before this one wrote it: a map with field names.
+        assert_eq!(read_foreign_state(&path, "cnv_old", &named), state);
+        let store = Store::open(&path).unwrap();
+        let back: crate::ingest::ConversationState =
+            store.conversation("support", "cnv_new").unwrap().unwrap();
+        assert_eq!(back, state);
     }
 
     #[test]
@@ -1551,15 +1558,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         drop(Store::open(&path).unwrap());
-        raw_write(&path, |txn| {
-            txn.open_table(CONVERSATIONS)
-                .unwrap()
-                .insert(compound("support", "cnv_1").as_str(), short.as_slice())
-                .unwrap();
-        });
-        let store = Store::open(&path).unwrap();
-        let back: crate::ingest::ConversationState =
-            store.conversation("support", "cnv_1").unwrap().unwrap();
         let expected = crate::ingest::ConversationState {
             revision: 7,
             content_hash: 9,
@@ -1569,7 +1567,7 @@ mod tests {
                 ..Default::default()
             },
         };
-        assert_eq!(back, expected);
+        assert_eq!(read_foreign_state(&path, "cnv_1", &short), expected);
     }
 
     #[test]
