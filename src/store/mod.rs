@@ -836,10 +836,10 @@ impl<'a> Txn<'a> {
     /// Replaces the stored state of a conversation in a subscription.
     ///
     /// Written as a MessagePack array of the fields in declaration order: the field names
-    /// were 212 of a typical state's 760 bytes, and this table's pages are the largest share
-    /// of what a commit writes. States written before with names (maps) read the same way,
-    /// since serde's derived structs accept either, so no migration is needed; a state is
-    /// rewritten without names when its conversation next changes.
+    /// were 212 of the benchmark state's 760 bytes, and this table's pages are the largest
+    /// share of what a commit writes. States written before with names (maps) read the same
+    /// way, since serde's derived structs accept either, so no migration is needed; a state
+    /// is rewritten without names by the next event about its conversation.
     pub fn put_conversation<T: Serialize>(
         &mut self,
         subscription: &str,
@@ -1792,19 +1792,25 @@ mod tests {
                 prop_assert_eq!(OutboxKey::read_prefix(&json).is_some(), plain);
             }
 
-            /// Whatever the prefix reader accepts, a full parse of the same bytes (when they
-            /// are JSON) reads the same key.
+            /// On bytes a full parse accepts, the prefix reader reads the same key, and it
+            /// declines only what it does not handle: an id with a quote or an escape, or a
+            /// revision that is not plain digits (spaces, `-0`).
             #[test]
             fn prefix_reader_never_disagrees(
                 id in "[a-z\"\\\\:,0-9 ]{0,6}",
                 revision in "[0-9.eE+,}\" -]{0,5}",
             ) {
                 let json = format!(r#"{{"schema":"s","id":"{id}","revision":{revision},"x":1}}"#);
-                if let (Some(fast), Ok(full)) = (
-                    OutboxKey::read_prefix(json.as_bytes()),
-                    serde_json::from_slice::<OutboxKey>(json.as_bytes()),
-                ) {
-                    prop_assert_eq!(fast, full);
+                let fast = OutboxKey::read_prefix(json.as_bytes());
+                if let Ok(full) = serde_json::from_slice::<OutboxKey>(json.as_bytes()) {
+                    match fast {
+                        Some(fast) => prop_assert_eq!(fast, full),
+                        None => {
+                            let plain_id = !id.contains(['"', '\\']);
+                            let plain_revision = revision.bytes().all(|b| b.is_ascii_digit());
+                            prop_assert!(!(plain_id && plain_revision), "declined {}", json);
+                        }
+                    }
                 }
             }
         }
