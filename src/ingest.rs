@@ -490,7 +490,7 @@ fn commit_batch(
     let mut grants = std::collections::VecDeque::new();
     let result = store.write(|txn| {
         let mut outcomes = Vec::with_capacity(batch.len());
-        for op in batch.iter() {
+        for op in batch.iter_mut() {
             outcomes.push(match op {
                 WriteOp::Ingest {
                     events, cursors, ..
@@ -686,10 +686,13 @@ fn commit_batch(
     }
 }
 
+/// Applies one event. Its snapshot is moved into the state of the last subscription it
+/// reaches (and cloned for the others before it): the caller answers from the batch's
+/// outcomes, never from the event, and a snapshot is about 1 KB of strings.
 fn apply_event(
     txn: &mut Txn<'_>,
     routing: &Routing,
-    ev: &IncomingEvent,
+    ev: &mut IncomingEvent,
     now: u64,
     outcome: &mut IngestOutcome,
     touched: &mut BTreeSet<String>,
@@ -707,19 +710,29 @@ fn apply_event(
         return Ok(());
     }
     outcome.new_events += 1;
-    let cnv = &ev.snapshot.conversation_id;
-    for route in routing.routes(&ev.connection) {
-        let sub = &route.subscription;
-        if ev
-            .only_subscription
+    let routes = routing.routes(&ev.connection);
+    let reaches = |route: &Route| {
+        ev.only_subscription
             .as_ref()
-            .is_some_and(|only| *only != sub.name)
-        {
+            .is_none_or(|only| *only == route.subscription.name)
+    };
+    let Some(last) = routes.iter().rposition(reaches) else {
+        return Ok(());
+    };
+    for (i, route) in routes[..=last].iter().enumerate() {
+        if !reaches(route) {
             continue;
         }
-        let prev: Option<ConversationState> = txn.conversation(&sub.name, cnv)?;
-        let (state, emission) = decide(sub, &route.inbox_ids, prev, &ev.snapshot);
-        txn.put_conversation(&sub.name, cnv, &state)?;
+        let sub = &route.subscription;
+        let incoming = if i == last {
+            std::mem::take(&mut ev.snapshot)
+        } else {
+            ev.snapshot.clone()
+        };
+        let cnv = incoming.conversation_id.clone();
+        let prev: Option<ConversationState> = txn.conversation(&sub.name, &cnv)?;
+        let (state, emission) = decide(sub, &route.inbox_ids, prev, incoming);
+        txn.put_conversation(&sub.name, &cnv, &state)?;
         if let Some(highlight) = emission {
             txn.enqueue_json(&sub.sinks, &highlight)?;
             for sink in &sub.sinks {
@@ -751,10 +764,10 @@ pub fn decide(
     sub: &Subscription,
     inbox_filter: &[String],
     prev: Option<ConversationState>,
-    incoming: &Snapshot,
+    incoming: Snapshot,
 ) -> (ConversationState, Option<Highlight>) {
     let (merged, fresh, revision, emitted_hash) = match prev {
-        None => (incoming.clone(), true, 0, 0),
+        None => (incoming, true, 0, 0),
         Some(prev) => {
             let stale = matches!(
                 (incoming.event_at_ms, prev.snapshot.event_at_ms),
@@ -762,10 +775,10 @@ pub fn decide(
             );
             if stale {
                 let mut merged = prev.snapshot;
-                merged.merge_older(incoming);
+                merged.merge_older(&incoming);
                 (merged, false, prev.revision, prev.content_hash)
             } else {
-                let mut merged = incoming.clone();
+                let mut merged = incoming;
                 merged.merge_older(&prev.snapshot);
                 (merged, true, prev.revision, prev.content_hash)
             }
@@ -885,6 +898,72 @@ mod tests {
         drop(writer);
         thread.join().unwrap();
     }
+
+    /// The writer moves an event's snapshot into the last subscription it reaches and clones
+    /// it for the others: each must still get the whole of it.
+    #[test]
+    fn an_event_reaches_every_subscription_of_its_connection_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let subs: Vec<Subscription> = ["first", "middle", "last"]
+            .into_iter()
+            .map(|name| Subscription {
+                name: name.into(),
+                sinks: vec![format!("to-{name}")],
+                ..decide_tests::sub(false, vec![])
+            })
+            .collect();
+        let routing = Routing::new(&subs, |_, _| None);
+        let routing: SharedRouting = Arc::new(RwLock::new(Arc::new(routing)));
+        let bell = Arc::new(SinkBell::default());
+        let (writer, thread) =
+            spawn_writer(store.clone(), routing, bell, Default::default()).unwrap();
+        let rt = rt();
+        let event = |id: &str, cnv: &str, only: Option<&str>| {
+            let mut snapshot = decide_tests::snap(1, "assigned", "msg_1");
+            snapshot.conversation_id = cnv.into();
+            let mut ev = IncomingEvent::new("acme", id, snapshot);
+            ev.only_subscription = only.map(str::to_string);
+            ev
+        };
+        let all = rt
+            .block_on(writer.ingest(vec![event("evt_1", "cnv_1", None)], Vec::new()))
+            .unwrap();
+        assert_eq!((all.new_events, all.highlights), (1, 3));
+        // A backfill of one subscription: the last route is not the one it reaches.
+        let one = rt
+            .block_on(writer.ingest(vec![event("evt_2", "cnv_2", Some("middle"))], Vec::new()))
+            .unwrap();
+        assert_eq!((one.new_events, one.highlights), (1, 1));
+        drop(writer);
+        thread.join().unwrap();
+
+        let highlights = |sink: &str| -> Vec<serde_json::Value> {
+            store
+                .outbox_head(sink, 10)
+                .unwrap()
+                .iter()
+                .map(|d| serde_json::from_slice(&d.json).unwrap())
+                .collect()
+        };
+        for (sink, subscription, conversations) in [
+            ("to-first", "first", vec!["cnv_1"]),
+            ("to-middle", "middle", vec!["cnv_1", "cnv_2"]),
+            ("to-last", "last", vec!["cnv_1"]),
+        ] {
+            let got = highlights(sink);
+            let ids: Vec<&str> = got.iter().map(|h| h["id"].as_str().unwrap()).collect();
+            let want: Vec<String> = conversations
+                .iter()
+                .map(|c| format!("{subscription}:{c}"))
+                .collect();
+            assert_eq!(ids, want, "{sink}");
+            for h in &got {
+                assert_eq!(h["text"], "text of msg_1", "{sink}: {h}");
+                assert_eq!(h["title"], "Subject", "{sink}: {h}");
+            }
+        }
+    }
 }
 
 /// The emission policy of [`decide`], case by case.
@@ -894,7 +973,7 @@ mod decide_tests {
     use frontsync_sinks::Status;
     use std::time::Duration;
 
-    fn sub(emit_updated: bool, statuses: Vec<Status>) -> Subscription {
+    pub(super) fn sub(emit_updated: bool, statuses: Vec<Status>) -> Subscription {
         Subscription {
             name: "support".into(),
             front: "acme".into(),
@@ -911,7 +990,7 @@ mod decide_tests {
         }
     }
 
-    fn snap(at_ms: i64, status: &str, message: &str) -> Snapshot {
+    pub(super) fn snap(at_ms: i64, status: &str, message: &str) -> Snapshot {
         Snapshot {
             conversation_id: "cnv_1".into(),
             subject: Some("Subject".into()),
@@ -931,7 +1010,7 @@ mod decide_tests {
             &sub(false, vec![]),
             &[],
             None,
-            &snap(1, "assigned", "msg_1"),
+            snap(1, "assigned", "msg_1"),
         );
         let h = h.expect("a highlight");
         assert_eq!((h.revision, h.change), (1, Change::Created));
@@ -941,7 +1020,7 @@ mod decide_tests {
     #[test]
     fn no_match_emits_nothing_but_remembers_what_it_saw() {
         let s = sub(true, vec![Status::Archived]);
-        let (state, h) = decide(&s, &[], None, &snap(1, "assigned", "msg_1"));
+        let (state, h) = decide(&s, &[], None, snap(1, "assigned", "msg_1"));
         assert!(h.is_none());
         assert_eq!(state.revision, 0);
         // When it later matches, it is created (revision 1) with the remembered text.
@@ -949,7 +1028,7 @@ mod decide_tests {
         archive.message_text = None;
         archive.message_id = None;
         archive.tags = None;
-        let (state, h) = decide(&s, &[], Some(state), &archive);
+        let (state, h) = decide(&s, &[], Some(state), archive);
         let h = h.expect("created on first match");
         assert_eq!(
             (h.revision, h.change, h.text.as_str()),
@@ -962,14 +1041,14 @@ mod decide_tests {
     fn a_change_emits_updated_only_when_asked() {
         let first = snap(1, "assigned", "msg_1");
         let change = snap(2, "archived", "msg_1");
-        let (state, _) = decide(&sub(true, vec![]), &[], None, &first);
-        let (state, h) = decide(&sub(true, vec![]), &[], Some(state), &change);
+        let (state, _) = decide(&sub(true, vec![]), &[], None, first.clone());
+        let (state, h) = decide(&sub(true, vec![]), &[], Some(state), change.clone());
         let h = h.expect("updated");
         assert_eq!((h.revision, h.change), (2, Change::Updated));
         assert_eq!(state.revision, 2);
 
-        let (state, _) = decide(&sub(false, vec![]), &[], None, &first);
-        let (state, h) = decide(&sub(false, vec![]), &[], Some(state), &change);
+        let (state, _) = decide(&sub(false, vec![]), &[], None, first.clone());
+        let (state, h) = decide(&sub(false, vec![]), &[], Some(state), change.clone());
         assert!(h.is_none());
         assert_eq!(state.revision, 1, "revisions only grow with emissions");
     }
@@ -978,8 +1057,8 @@ mod decide_tests {
     fn replaying_the_same_event_emits_nothing() {
         let s = sub(true, vec![]);
         let e = snap(5, "assigned", "msg_1");
-        let (state, _) = decide(&s, &[], None, &e);
-        let (again, h) = decide(&s, &[], Some(state.clone()), &e);
+        let (state, _) = decide(&s, &[], None, e.clone());
+        let (again, h) = decide(&s, &[], Some(state.clone()), e);
         assert!(h.is_none());
         assert_eq!(again.revision, state.revision);
     }
@@ -987,8 +1066,8 @@ mod decide_tests {
     #[test]
     fn an_older_event_never_emits_and_never_overrides_newer_facts() {
         let s = sub(true, vec![]);
-        let (state, _) = decide(&s, &[], None, &snap(10, "archived", "msg_2"));
-        let (state, h) = decide(&s, &[], Some(state), &snap(5, "assigned", "msg_1"));
+        let (state, _) = decide(&s, &[], None, snap(10, "archived", "msg_2"));
+        let (state, h) = decide(&s, &[], Some(state), snap(5, "assigned", "msg_1"));
         assert!(h.is_none(), "a late, older event is not news");
         assert_eq!(state.snapshot.front_status.as_deref(), Some("archived"));
         assert_eq!(state.snapshot.message_id.as_deref(), Some("msg_2"));
@@ -997,9 +1076,9 @@ mod decide_tests {
     #[test]
     fn each_update_takes_the_next_revision() {
         let s = sub(true, vec![]);
-        let (mut state, _) = decide(&s, &[], None, &snap(1, "assigned", "msg_1"));
+        let (mut state, _) = decide(&s, &[], None, snap(1, "assigned", "msg_1"));
         for (i, msg) in ["msg_2", "msg_3", "msg_4"].iter().enumerate() {
-            let (next, h) = decide(&s, &[], Some(state), &snap(2 + i as i64, "assigned", msg));
+            let (next, h) = decide(&s, &[], Some(state), snap(2 + i as i64, "assigned", msg));
             assert_eq!(h.expect("updated").revision, 2 + i as u64);
             state = next;
         }
@@ -1009,10 +1088,10 @@ mod decide_tests {
     fn without_created_the_first_sight_is_recorded_silently() {
         let mut s = sub(true, vec![]);
         s.emit_created = false;
-        let (state, h) = decide(&s, &[], None, &snap(1, "assigned", "msg_1"));
+        let (state, h) = decide(&s, &[], None, snap(1, "assigned", "msg_1"));
         assert!(h.is_none());
         assert_eq!(state.revision, 1);
-        let (_, h) = decide(&s, &[], Some(state), &snap(2, "archived", "msg_1"));
+        let (_, h) = decide(&s, &[], Some(state), snap(2, "archived", "msg_1"));
         assert_eq!(h.expect("updated").revision, 2);
     }
 }
