@@ -1006,12 +1006,7 @@ mod decide_tests {
 
     #[test]
     fn first_match_is_created_with_revision_1() {
-        let (state, h) = decide(
-            &sub(false, vec![]),
-            &[],
-            None,
-            snap(1, "assigned", "msg_1"),
-        );
+        let (state, h) = decide(&sub(false, vec![]), &[], None, snap(1, "assigned", "msg_1"));
         let h = h.expect("a highlight");
         assert_eq!((h.revision, h.change), (1, Change::Created));
         assert_eq!(state.revision, 1);
