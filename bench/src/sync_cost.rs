@@ -33,22 +33,20 @@ enum Layout {
     OneWrite,
 }
 
-/// The rows: the sync alone, then each page count in each layout.
-const ROWS: [(u64, Layout, &str); 13] = [
-    (0, Layout::OneWrite, "sync only"),
-    (1, Layout::Scattered, "scattered"),
-    (1, Layout::Adjacent, "adjacent"),
-    (1, Layout::OneWrite, "one write"),
-    (4, Layout::Scattered, "scattered"),
-    (4, Layout::Adjacent, "adjacent"),
-    (4, Layout::OneWrite, "one write"),
-    (15, Layout::Scattered, "scattered"),
-    (15, Layout::Adjacent, "adjacent"),
-    (15, Layout::OneWrite, "one write"),
-    (30, Layout::Scattered, "scattered"),
-    (30, Layout::Adjacent, "adjacent"),
-    (30, Layout::OneWrite, "one write"),
-];
+/// Pages per commit measured in every layout (after a row with the sync alone).
+const PAGE_COUNTS: [u64; 4] = [1, 4, 15, 30];
+
+impl Layout {
+    const ALL: [Layout; 3] = [Layout::Scattered, Layout::Adjacent, Layout::OneWrite];
+
+    fn name(&self) -> &'static str {
+        match self {
+            Layout::Scattered => "scattered",
+            Layout::Adjacent => "adjacent",
+            Layout::OneWrite => "one write",
+        }
+    }
+}
 
 pub fn main(args: Args) -> anyhow::Result<()> {
     let scratch = tempfile::Builder::new()
@@ -69,9 +67,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         "{:>6}  {:<10}  {:>16}  {:>16}",
         "pages", "layout", "wall us/commit", "CPU us/commit"
     );
-    for (pages, layout, name) in ROWS {
-        let (wall, cpu) = measure(file, pages, layout, args.commits)?;
-        println!("{pages:>6}  {name:<10}  {wall:>16.0}  {cpu:>16.0}");
+    let (wall, cpu) = measure(file, 0, Layout::OneWrite, args.commits)?;
+    println!("{:>6}  {:<10}  {wall:>16.0}  {cpu:>16.0}", 0, "sync only");
+    for pages in PAGE_COUNTS {
+        for layout in Layout::ALL {
+            let (wall, cpu) = measure(file, pages, layout, args.commits)?;
+            println!(
+                "{pages:>6}  {:<10}  {wall:>16.0}  {cpu:>16.0}",
+                layout.name()
+            );
+        }
     }
     Ok(())
 }
