@@ -710,21 +710,15 @@ fn apply_event(
         return Ok(());
     }
     outcome.new_events += 1;
-    let routes = routing.routes(&ev.connection);
-    let reaches = |route: &Route| {
-        ev.only_subscription
-            .as_ref()
-            .is_none_or(|only| *only == route.subscription.name)
-    };
-    let Some(last) = routes.iter().rposition(reaches) else {
-        return Ok(());
-    };
-    for (i, route) in routes[..=last].iter().enumerate() {
-        if !reaches(route) {
-            continue;
-        }
+    let only = ev.only_subscription.as_deref();
+    let mut reached = routing
+        .routes(&ev.connection)
+        .iter()
+        .filter(|route| only.is_none_or(|only| only == route.subscription.name))
+        .peekable();
+    while let Some(route) = reached.next() {
         let sub = &route.subscription;
-        let incoming = if i == last {
+        let incoming = if reached.peek().is_none() {
             std::mem::take(&mut ev.snapshot)
         } else {
             ev.snapshot.clone()
