@@ -2,7 +2,7 @@
 //!
 //! Callers (webhook requests, the poller, sink tasks) send [`WriteOp`]s through a [`Writer`].
 //! The thread takes whatever is queued (up to [`MAX_BATCH_OPS`]), applies it all in one
-//! write transaction, commits once (one fsync), then answers every waiting caller. A caller
+//! write transaction, commits once (one `fdatasync`, see `store`), then answers every waiting caller. A caller
 //! that hears `Ok` knows its work is durable; a failed commit answers everyone with an error
 //! and writes nothing, so nothing is acknowledged that was not persisted.
 //!

@@ -1,31 +1,34 @@
-//! The state database: a typed facade over one redb file. redb types never leave this
-//! module; callers see seen-event marks, conversation states, per-sink outboxes, dead
-//! letters, counters and cursors.
+//! The state database: a typed facade over one redb file and its redo log (`wal`). redb
+//! types never leave this module; callers see seen-event marks, conversation states,
+//! per-sink outboxes, dead letters, counters and cursors.
 //!
 //! Writes happen in [`Store::write`], which runs a closure inside one write transaction and
-//! commits it durably (fsync) before returning. The daemon funnels all writes through one
-//! writer thread (see `ingest`) so many requests share one commit.
+//! makes it durable before returning (one append to the redo log and one `fdatasync`). The
+//! daemon funnels all writes through one writer thread (see `ingest`) so many requests
+//! share one commit.
 //!
 //! Only one process may open the file: redb locks it, and [`StoreError::AlreadyInUse`] says so.
 
 mod oauth;
 mod tables;
+mod wal;
 
 use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use frontsync_sinks::Delivery;
 use redb::{
-    Database, DatabaseError, ReadableDatabase, ReadableTable, ReadableTableMetadata, Table,
-    TableDefinition, TableHandle,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    Table, TableDefinition, TableHandle,
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use oauth::OAuthGrant;
 use tables::*;
+use wal::{Logged, TableId, Wal, WalError};
 
 /// The store format this build writes. 2: conversation states in MessagePack
 /// (`conversations_v2`), outbox sequence numbers among the counters; a format-1 file is
@@ -57,6 +60,9 @@ pub enum StoreError {
     NewerFormat { path: PathBuf, found: u64 },
     #[error("state database {path}: {message}")]
     Db { path: PathBuf, message: String },
+    /// The redo log beside the state file (its message names the log).
+    #[error("state database {0}")]
+    Wal(#[from] WalError),
     #[error("state database {path}: corrupt record in {table}: {message}")]
     Corrupt {
         path: PathBuf,
@@ -134,6 +140,48 @@ pub enum DeadLetterOutcome {
 pub struct Store {
     db: Arc<Database>,
     path: Arc<PathBuf>,
+    wal: Arc<WalHandle>,
+}
+
+/// The redo log, shared by every clone of a [`Store`]; the last clone to go takes a
+/// checkpoint, so a cleanly closed state file needs no replay.
+struct WalHandle {
+    db: Arc<Database>,
+    path: Arc<PathBuf>,
+    wal: Mutex<Wal>,
+}
+
+impl WalHandle {
+    fn lock(&self) -> MutexGuard<'_, Wal> {
+        // A panic while holding it left the log as whole records (appends are all or
+        // nothing), so the lock is still good.
+        self.wal
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for WalHandle {
+    fn drop(&mut self) {
+        let mut wal = self.lock();
+        if !wal.holds_records() {
+            return;
+        }
+        // An empty durable commit makes every earlier commit durable.
+        let checkpoint = self
+            .db
+            .begin_write()
+            .map_err(|e| e.to_string())
+            .and_then(|txn| txn.commit().map_err(|e| e.to_string()));
+        match checkpoint {
+            Ok(()) => wal.emptied(),
+            Err(error) => tracing::warn!(
+                state = %self.path.display(),
+                %error,
+                "closing the state database without a checkpoint; its redo log is replayed when it is next opened"
+            ),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -223,10 +271,19 @@ impl Store {
                 DatabaseError::DatabaseAlreadyOpen => StoreError::AlreadyInUse(path.to_path_buf()),
                 other => open_err(other.to_string()),
             })?;
+        let db = Arc::new(db);
+        let (wal, back) = Wal::open(path)?;
+        let path = Arc::new(path.to_path_buf());
         let store = Store {
-            db: Arc::new(db),
-            path: Arc::new(path.to_path_buf()),
+            wal: Arc::new(WalHandle {
+                db: Arc::clone(&db),
+                path: Arc::clone(&path),
+                wal: Mutex::new(wal),
+            }),
+            db,
+            path,
         };
+        store.recover(back)?;
         store.init_schema()?;
         Ok(store)
     }
@@ -240,8 +297,35 @@ impl Store {
         db_err(&self.path, e)
     }
 
+    /// Applies what the redo log holds beyond the last checkpoint (after a crash), as one
+    /// checkpoint; a clean close leaves nothing to do.
+    fn recover(&self, back: wal::ReadBack) -> Result<(), StoreError> {
+        if back.torn_bytes > 0 {
+            // Only a record whose write never completed is torn, and its caller was never
+            // answered.
+            tracing::warn!(
+                log = %wal::path_for(&self.path).display(),
+                bytes = back.torn_bytes,
+                "redo log ends in a torn record; it was never acknowledged and is dropped"
+            );
+        }
+        let mut wal = self.wal.lock();
+        if !back.records.is_empty() {
+            let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+            wal::replay(&txn, &self.path, &back.records)?;
+            txn.commit().map_err(|e| self.db_err(e))?;
+            tracing::info!(
+                state = %self.path.display(),
+                commits = back.records.len(),
+                "replayed the redo log of an unclean shutdown"
+            );
+        }
+        wal.emptied();
+        Ok(())
+    }
+
     fn init_schema(&self) -> Result<(), StoreError> {
-        let found = self.write(|txn| {
+        let found = self.write_durable(|txn| {
             let meta = txn.txn.open_table(META).map_err(|e| txn.err(e))?;
             let found = meta
                 .get("schema")
@@ -256,7 +340,7 @@ impl Store {
             }
         })?;
         // Create every table so readers never meet a missing one, and drop the retired ones.
-        self.write(|txn| {
+        self.write_durable(|txn| {
             if txn
                 .txn
                 .delete_table(RETIRED_SEEN_BY_TIME)
@@ -282,7 +366,7 @@ impl Store {
             self.migrate_conversations_to_v2()?;
         }
         if found != Some(SCHEMA_VERSION) {
-            self.write(|txn| {
+            self.write_durable(|txn| {
                 txn.txn
                     .open_table(META)
                     .map_err(|e| txn.err(e))?
@@ -297,7 +381,7 @@ impl Store {
     /// Format 1 -> 2: the next outbox sequence number of each sink becomes its
     /// `outbox_next_seq` counter (one transaction: a few rows).
     fn migrate_outbox_seqs_to_counters(&self) -> Result<(), StoreError> {
-        self.write(|txn| {
+        self.write_durable(|txn| {
             let path = txn.path;
             let seqs: Vec<(String, u64)> = {
                 let old = txn
@@ -312,7 +396,7 @@ impl Store {
                     })
                     .collect::<Result<_, _>>()?
             };
-            let table = txn.counters_table()?;
+            let mut table = txn.counters_table()?;
             for (sink, next) in &seqs {
                 table
                     .insert(compound(counters::OUTBOX_NEXT_SEQ, sink).as_str(), *next)
@@ -347,7 +431,7 @@ impl Store {
         }
         let mut moved = 0u64;
         loop {
-            let n = self.write(|txn| {
+            let n = self.write_durable(|txn| {
                 let path = txn.path;
                 let mut old = txn
                     .txn
@@ -371,7 +455,7 @@ impl Store {
                     old.remove(key.as_str()).map_err(|e| db_err(path, e))?;
                 }
                 drop(old);
-                let new = txn.conversations()?;
+                let mut new = txn.conversations()?;
                 for (key, packed) in &chunk {
                     new.insert(key.as_str(), packed.as_slice())
                         .map_err(|e| db_err(path, e))?;
@@ -396,27 +480,72 @@ impl Store {
         Ok(())
     }
 
-    /// Runs `f` in one write transaction and commits durably. If `f` fails nothing is written.
+    /// Runs `f` in one write transaction and makes it durable before returning: its changes
+    /// are appended to the redo log and synced, then the transaction is committed (see
+    /// `wal`); every [`wal::CHECKPOINT_EVERY`] the commit is a durable one instead. If `f`
+    /// fails nothing is written.
     pub fn write<R>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        let mut t = Txn::new(&txn, &self.path);
+        self.write_with(false, f)
+    }
+
+    /// [`Store::write`] with a durable redb commit (a checkpoint), for transactions that
+    /// change the file in ways the redo log does not record: the schema and its migrations.
+    fn write_durable<R>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        self.write_with(true, f)
+    }
+
+    fn write_with<R>(
+        &self,
+        checkpoint: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        // redb lets one write transaction run at a time, so records reach the log in commit
+        // order.
+        let mut wal = self.wal.lock();
+        let checkpoint = checkpoint || wal.checkpoint_due();
+        if !checkpoint {
+            txn.set_durability(Durability::None)
+                .map_err(|e| self.db_err(e))?;
+        }
+        let capture = if checkpoint { None } else { wal::capture() };
+        let mut t = Txn::new(&txn, &self.path, capture);
         let result = f(&mut t).and_then(|r| t.finish().map(|()| r));
+        let capture = t.capture.take();
         // The open tables borrow the transaction; they close before it commits.
         drop(t);
-        match result {
-            Ok(r) => {
-                txn.commit().map_err(|e| self.db_err(e))?;
-                Ok(r)
-            }
+        let r = match result {
+            Ok(r) => r,
             Err(e) => {
                 // Dropping aborts; an abort error is less interesting than the cause.
                 let _ = txn.abort();
-                Err(e)
+                return Err(e);
+            }
+        };
+        match capture {
+            None => {
+                txn.commit().map_err(|e| self.db_err(e))?;
+                wal.emptied();
+            }
+            Some(capture) if wal::is_empty(&capture) => {
+                txn.commit().map_err(|e| self.db_err(e))?;
+            }
+            Some(mut capture) => {
+                // On error the transaction is dropped, which aborts it.
+                wal.append(&mut capture)?;
+                if let Err(e) = txn.commit() {
+                    wal.drop_last(capture.len() as u64);
+                    return Err(self.db_err(e));
+                }
             }
         }
+        Ok(r)
     }
 
     /// Up to `limit` outbox entries of `sink`, oldest first.
@@ -650,6 +779,8 @@ pub struct Txn<'a> {
     /// state or a Highlight is 0.5-1 KB, and a `Vec` grown from empty reallocates four or
     /// five times on the way there, for every event.
     scratch: Vec<u8>,
+    /// The changes made so far, for the redo log; `None` in a checkpoint.
+    capture: wal::Capture,
 }
 
 /// The tables a [`Txn`] has opened so far. redb refuses to open a table twice at once, so
@@ -700,35 +831,41 @@ fn db_err(path: &Path, e: impl std::fmt::Display) -> StoreError {
 
 /// One accessor per table: `self.seen()?` is the open `seen_events_v1` table.
 macro_rules! table_accessors {
-    ($($name:ident: $definition:ident => $k:ty, $v:ty;)*) => {
+    ($($name:ident: $definition:ident ($id:ident) => $k:ty, $v:ty;)*) => {
         $(
-            fn $name(&mut self) -> Result<&mut Table<'a, $k, $v>, StoreError> {
-                opened(&mut self.tables.$name, self.txn, $definition, self.path)
+            fn $name(&mut self) -> Result<Logged<'_, 'a, $k, $v>, StoreError> {
+                let table = opened(&mut self.tables.$name, self.txn, $definition, self.path)?;
+                Ok(Logged {
+                    table,
+                    id: TableId::$id,
+                    capture: &mut self.capture,
+                })
             }
         )*
     };
 }
 
 impl<'a> Txn<'a> {
-    fn new(txn: &'a redb::WriteTransaction, path: &'a Path) -> Self {
+    fn new(txn: &'a redb::WriteTransaction, path: &'a Path, capture: wal::Capture) -> Self {
         Txn {
             txn,
             path,
             tables: OpenTables::default(),
             counters: HashMap::new(),
             scratch: Vec::new(),
+            capture,
         }
     }
 
     table_accessors! {
-        seen: SEEN_EVENTS => &'static str, u64;
-        conversations: CONVERSATIONS => &'static str, &'static [u8];
-        outbox: OUTBOX => (&'static str, u64), &'static [u8];
-        dead_letters: DEAD_LETTERS => (&'static str, u64), &'static [u8];
-        counters_table: COUNTERS => &'static str, u64;
-        cursors: CURSORS => &'static str, &'static [u8];
-        pending_previews: PENDING_PREVIEWS => (&'static str, &'static str), &'static [u8];
-        oauth_grants: OAUTH_GRANTS => &'static str, &'static [u8];
+        seen: SEEN_EVENTS (Seen) => &'static str, u64;
+        conversations: CONVERSATIONS (Conversations) => &'static str, &'static [u8];
+        outbox: OUTBOX (Outbox) => (&'static str, u64), &'static [u8];
+        dead_letters: DEAD_LETTERS (DeadLetters) => (&'static str, u64), &'static [u8];
+        counters_table: COUNTERS (Counters) => &'static str, u64;
+        cursors: CURSORS (Cursors) => &'static str, &'static [u8];
+        pending_previews: PENDING_PREVIEWS (PendingPreviews) => (&'static str, &'static str), &'static [u8];
+        oauth_grants: OAUTH_GRANTS (OAuthGrants) => &'static str, &'static [u8];
     }
 
     /// Writes what was kept in memory (sequence numbers, counters). Called once, before the
@@ -737,7 +874,7 @@ impl<'a> Txn<'a> {
         let path = self.path;
         let counters = std::mem::take(&mut self.counters);
         if !counters.is_empty() {
-            let table = self.counters_table()?;
+            let mut table = self.counters_table()?;
             for (key, value) in &counters {
                 table
                     .insert(key.as_str(), *value)
@@ -765,7 +902,7 @@ impl<'a> Txn<'a> {
     ) -> Result<bool, StoreError> {
         let path = self.path;
         let key = compound(connection, event_id);
-        let seen = self.seen()?;
+        let mut seen = self.seen()?;
         let first_seen = seen
             .insert(key.as_str(), now_ms)
             .map_err(|e| db_err(path, e))?
@@ -795,7 +932,7 @@ impl<'a> Txn<'a> {
     ) -> Result<PruneStep, StoreError> {
         use std::ops::Bound;
         let path = self.path;
-        let seen = self.seen()?;
+        let mut seen = self.seen()?;
         let start = match after {
             Some(key) => Bound::Excluded(key),
             None => Bound::Unbounded,
@@ -834,7 +971,7 @@ impl<'a> Txn<'a> {
     ) -> Result<Option<T>, StoreError> {
         let path = self.path;
         get_packed(
-            self.conversations()?,
+            &*self.conversations()?,
             &compound(subscription, conversation_id),
             path,
         )
@@ -918,7 +1055,7 @@ impl<'a> Txn<'a> {
     /// be repeated after a crash).
     pub fn ack(&mut self, sink: &str, seqs: &[u64]) -> Result<u64, StoreError> {
         let path = self.path;
-        let outbox = self.outbox()?;
+        let mut outbox = self.outbox()?;
         let mut removed = 0;
         let contiguous = seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
         match (seqs.first(), seqs.last()) {
@@ -1230,7 +1367,7 @@ impl<'a> Txn<'a> {
         name: &str,
     ) -> Result<Option<T>, StoreError> {
         let path = self.path;
-        get_json(self.cursors()?, &compound(kind, name), path, "cursors_v1")
+        get_json(&*self.cursors()?, &compound(kind, name), path, "cursors_v1")
     }
 }
 
@@ -2004,5 +2141,146 @@ mod tests {
         let c: serde_json::Value = store.cursor("events", "acme").unwrap().unwrap();
         assert_eq!(c["after"], 1.5);
         assert_eq!(store.outbox_depth("a").unwrap(), 1);
+    }
+
+    /// Everything the crash tests write: seen marks, states, outbox entries and an ack,
+    /// over several transactions.
+    fn write_between_checkpoints(store: &Store) {
+        for i in 0..5u64 {
+            store
+                .write(|t| {
+                    t.mark_seen("acme", &format!("evt_{i}"), 1_000 + i)?;
+                    t.put_conversation("support", &format!("cnv_{i}"), &sample_state())?;
+                    t.enqueue("jsonl", &highlight_json(&format!("support:cnv_{i}"), 1))?;
+                    Ok(())
+                })
+                .unwrap();
+        }
+        store.write(|t| t.ack("jsonl", &[1, 2])).unwrap();
+        store
+            .write(|t| t.set_cursor("events", "acme", &serde_json::json!({"after": 7})))
+            .unwrap();
+    }
+
+    /// What [`write_between_checkpoints`] leaves, as one comparable value.
+    fn written(store: &Store) -> (u64, Vec<String>, u64, bool, Option<serde_json::Value>) {
+        let head = store.outbox_head("jsonl", 100).unwrap();
+        let state: Option<crate::ingest::ConversationState> =
+            store.conversation("support", "cnv_4").unwrap();
+        let seen = store
+            .write(|t| Ok(!t.mark_seen("acme", "evt_4", 9_999)?))
+            .unwrap();
+        (
+            store.outbox_depth("jsonl").unwrap(),
+            head.iter().map(|d| d.id.clone()).collect(),
+            store.seen_events().unwrap(),
+            seen && state == Some(sample_state()),
+            store.cursor("events", "acme").unwrap(),
+        )
+    }
+
+    /// A crash, as the disk has it: both files copied while the store is open, between
+    /// checkpoints.
+    fn crash_copy(path: &Path, to: &Path, with_log: bool) {
+        std::fs::copy(path, to).unwrap();
+        if with_log {
+            std::fs::copy(wal::path_for(path), wal::path_for(to)).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_crash_between_checkpoints_loses_no_committed_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        write_between_checkpoints(&store);
+        let expected = (
+            3,
+            vec![
+                "support:cnv_2".into(),
+                "support:cnv_3".into(),
+                "support:cnv_4".into(),
+            ],
+            5,
+            true,
+            Some(serde_json::json!({"after": 7})),
+        );
+        let crashed = dir.path().join("crashed.redb");
+        let without_log = dir.path().join("without-log.redb");
+        crash_copy(&path, &crashed, true);
+        crash_copy(&path, &without_log, false);
+        drop(store);
+
+        let recovered = Store::open(&crashed).unwrap();
+        assert_eq!(written(&recovered), expected);
+        // The replay was a checkpoint: the log starts empty, and a clean reopen agrees.
+        drop(recovered);
+        assert_eq!(std::fs::metadata(wal::path_for(&crashed)).unwrap().len(), 0);
+        assert_eq!(written(&Store::open(&crashed).unwrap()), expected);
+
+        // The state file alone is back at the last checkpoint (the one `open` took): the
+        // log is what kept the writes.
+        let bare = Store::open(&without_log).unwrap();
+        assert_eq!(bare.outbox_depth("jsonl").unwrap(), 0);
+        assert_eq!(bare.seen_events().unwrap(), 0);
+    }
+
+    #[test]
+    fn replaying_records_a_checkpoint_already_has_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        write_between_checkpoints(&store);
+        let old_log = std::fs::read(wal::path_for(&path)).unwrap();
+        assert!(!old_log.is_empty());
+        // A clean close checkpoints and empties the log ...
+        drop(store);
+        assert_eq!(std::fs::metadata(wal::path_for(&path)).unwrap().len(), 0);
+        let expected = written(&Store::open(&path).unwrap());
+        // ... and a crash between the two would have left the log as it was.
+        std::fs::write(wal::path_for(&path), &old_log).unwrap();
+        assert_eq!(written(&Store::open(&path).unwrap()), expected);
+        assert_eq!(expected.0, 3);
+    }
+
+    #[test]
+    fn a_log_from_a_newer_build_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        drop(Store::open(&path).unwrap());
+        let mut record = wal::capture().unwrap();
+        // A change to table 200, which this build does not know.
+        record.extend_from_slice(&[1, 200, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
+        let (mut log, _) = Wal::open(&path).unwrap();
+        log.append(&mut record).unwrap();
+        drop(log);
+        let before = std::fs::read(wal::path_for(&path)).unwrap();
+        let err = Store::open(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("newer frontsync") && err.contains("s.redb-wal"),
+            "{err}"
+        );
+        assert_eq!(std::fs::read(wal::path_for(&path)).unwrap(), before);
+    }
+
+    #[test]
+    fn a_failed_closure_leaves_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|t| t.enqueue("a", &highlight_json("s:c1", 1)))
+            .unwrap();
+        let before = std::fs::read(wal::path_for(&path)).unwrap();
+        let failed: Result<(), StoreError> = store.write(|t| {
+            t.enqueue("a", &highlight_json("s:c2", 1))?;
+            Err(t.err("refused"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(wal::path_for(&path)).unwrap(), before);
+        let crashed = dir.path().join("crashed.redb");
+        crash_copy(&path, &crashed, true);
+        drop(store);
+        assert_eq!(Store::open(&crashed).unwrap().outbox_depth("a").unwrap(), 1);
     }
 }

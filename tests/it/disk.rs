@@ -112,20 +112,25 @@ fn a_full_jsonl_disk_is_retried_while_other_sinks_continue_and_nothing_is_lost()
 fn an_unwritable_state_file_stops_acknowledging_instead_of_losing() {
     let dir = tempfile::tempdir().unwrap();
     let d = TestDaemon::start(dir.path(), &base_config(dir.path(), ""));
+    // The state database is the redb file and its redo log: both unwritable.
     let state = dir.path().join("state/frontsync.redb");
-    if !run("chattr", &["+i", state.to_str().unwrap()]) {
+    let log = dir.path().join("state/frontsync.redb-wal");
+    if !run(
+        "chattr",
+        &["+i", state.to_str().unwrap(), log.to_str().unwrap()],
+    ) {
         eprintln!(
             "skipped: chattr +i is not available here (needs root and a filesystem that supports it)"
         );
         return;
     }
-    struct Mutable<'a>(&'a Path);
+    struct Mutable<'a>(&'a [&'a Path]);
     impl Drop for Mutable<'_> {
         fn drop(&mut self) {
-            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+            let _ = Command::new("chattr").arg("-i").args(self.0).status();
         }
     }
-    let guard = Mutable(&state);
+    let guard = Mutable(&[&state, &log]);
     let rt = runtime();
     let client = reqwest::Client::new();
     let body = serde_json::to_vec(&inbound_event("evt_ro", "cnv_ro", "S", "B")).unwrap();
