@@ -2179,6 +2179,15 @@ mod tests {
         )
     }
 
+    /// A fresh store in a temporary folder, after [`write_between_checkpoints`].
+    fn store_between_checkpoints() -> (tempfile::TempDir, PathBuf, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        write_between_checkpoints(&store);
+        (dir, path, store)
+    }
+
     /// A crash, as the disk has it: both files copied while the store is open, between
     /// checkpoints.
     fn crash_copy(path: &Path, to: &Path, with_log: bool) {
@@ -2190,10 +2199,7 @@ mod tests {
 
     #[test]
     fn a_crash_between_checkpoints_loses_no_committed_write() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let store = Store::open(&path).unwrap();
-        write_between_checkpoints(&store);
+        let (dir, path, store) = store_between_checkpoints();
         let expected = (
             3,
             vec![
@@ -2227,10 +2233,7 @@ mod tests {
 
     #[test]
     fn replaying_records_a_checkpoint_already_has_changes_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.redb");
-        let store = Store::open(&path).unwrap();
-        write_between_checkpoints(&store);
+        let (_dir, path, store) = store_between_checkpoints();
         let old_log = std::fs::read(wal::path_for(&path)).unwrap();
         assert!(!old_log.is_empty());
         // A clean close checkpoints and empties the log ...
