@@ -200,3 +200,42 @@ fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
     );
     assert!(acked.len() >= rounds, "the senders got through at all");
 }
+
+#[test]
+fn a_clean_stop_leaves_the_state_file_whole_and_its_redo_log_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = TestDaemon::start(dir.path(), &base_config(dir.path(), ""));
+    let rt = runtime();
+    let client = reqwest::Client::new();
+    for i in 0..5 {
+        let body = serde_json::to_vec(&inbound_event(
+            &format!("evt_c{i}"),
+            &format!("cnv_c{i}"),
+            "S",
+            "B",
+        ))
+        .unwrap();
+        let resp = rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body));
+        assert_eq!(resp.status(), 200);
+    }
+    let log = dir.path().join("state/frontsync.redb-wal");
+    // Until the stop, the five events may be in the log only.
+    let (code, _) = d.terminate();
+    assert_eq!(code, 0);
+    assert_eq!(
+        std::fs::metadata(&log).unwrap().len(),
+        0,
+        "the stop took a checkpoint"
+    );
+    // The redb file alone holds everything: without its (empty) log, a restart knows all
+    // five events and delivers none again.
+    std::fs::remove_file(&log).unwrap();
+    let d = TestDaemon::start_existing(dir.path());
+    let body = serde_json::to_vec(&inbound_event("evt_c0", "cnv_c0", "S", "B")).unwrap();
+    let resp = rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body));
+    assert_eq!(resp.status(), 200);
+    let v: serde_json::Value = rt.block_on(resp.json()).unwrap();
+    assert_eq!(v["status"], "duplicate");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(read_jsonl(&d.jsonl_path()).len(), 5);
+}
