@@ -24,6 +24,7 @@
 
 use std::borrow::Borrow;
 use std::fs::{File, OpenOptions};
+use std::io::Read;
 use std::ops::{Deref, RangeBounds};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -86,12 +87,9 @@ impl TableId {
 /// the transaction is a checkpoint (a durable commit needs no record).
 pub type Capture = Option<Vec<u8>>;
 
-/// A new, empty capture: room for the header, filled in by [`Wal::append`].
-pub fn capture() -> Capture {
-    let mut buf = Vec::with_capacity(16 << 10);
-    buf.resize(HEADER_BYTES, 0);
-    Some(buf)
-}
+/// A capture buffer larger than this is not kept for the next transaction (one of
+/// `MAX_BATCH_OPS` large events can reach a few MiB).
+const KEEP_BUFFER_BYTES: usize = 1 << 20;
 
 /// True when the capture holds no change (a read-only transaction).
 pub fn is_empty(capture: &[u8]) -> bool {
@@ -173,10 +171,15 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
         let id = self.id;
         let capture = &mut *self.capture;
         self.table.retain_in(range, |k, v| {
-            let key_bytes = capture.is_some().then(|| K::as_bytes(&k).as_ref().to_vec());
+            // Recorded before `keep` takes the key, and taken back if it is kept.
+            let mark = capture.as_mut().map(|buf| {
+                let mark = buf.len();
+                del_bytes(buf, id, K::as_bytes(&k).as_ref());
+                mark
+            });
             let kept = keep(k, v);
-            if let (false, Some(buf), Some(key)) = (kept, capture.as_mut(), key_bytes) {
-                del_bytes(buf, id, &key);
+            if let (true, Some(buf), Some(mark)) = (kept, capture.as_mut(), mark) {
+                buf.truncate(mark);
             }
             kept
         })
@@ -215,6 +218,8 @@ pub struct Wal {
     /// A record was appended since the last checkpoint (records found on open do not
     /// count: they are only ever checkpointed by a successful replay).
     appended: bool,
+    /// The last transaction's capture buffer, reused by the next one.
+    spare: Vec<u8>,
 }
 
 /// The log's path: the state file's, with `-wal` appended.
@@ -290,7 +295,7 @@ impl Wal {
             source,
         };
         let created = !path.exists();
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -306,7 +311,8 @@ impl Wal {
             };
             File::open(folder).and_then(|f| f.sync_all()).map_err(io)?;
         }
-        let bytes = std::fs::read(&path).map_err(io)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
         let back = read_records(&bytes);
         let next_seq = back.records.last().map_or(0, |r| r.seq.wrapping_add(1));
         let wal = Wal {
@@ -316,8 +322,25 @@ impl Wal {
             next_seq,
             last_checkpoint: Instant::now(),
             appended: false,
+            spare: Vec::new(),
         };
         Ok((wal, back))
+    }
+
+    /// An empty capture for the next transaction: room for the header, filled in by
+    /// [`Wal::append`].
+    pub fn capture(&mut self) -> Vec<u8> {
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        buf.resize(HEADER_BYTES, 0);
+        buf
+    }
+
+    /// Gives a capture back once its transaction is done, for the next one.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        if buf.capacity() <= KEEP_BUFFER_BYTES {
+            self.spare = buf;
+        }
     }
 
     /// True when the next write should be a checkpoint.
@@ -348,7 +371,7 @@ impl Wal {
                 Ok(())
             }
             Err(source) => {
-                self.undo_last();
+                self.cut_to_len();
                 Err(WalError::Io {
                     path: self.path.clone(),
                     source,
@@ -357,8 +380,8 @@ impl Wal {
         }
     }
 
-    /// Cuts the file back to its whole records.
-    fn undo_last(&mut self) {
+    /// Cuts the file back to its whole records (`len`).
+    fn cut_to_len(&mut self) {
         // Best effort: if even this fails, the record stays, and a crash before the next
         // checkpoint would replay a transaction its caller was told failed.
         let _ = self.file.set_len(self.len);
@@ -370,7 +393,7 @@ impl Wal {
     pub fn drop_last(&mut self, record_bytes: u64) {
         self.len -= record_bytes;
         self.next_seq = self.next_seq.wrapping_sub(1);
-        self.undo_last();
+        self.cut_to_len();
     }
 
     /// True when records were appended since the last checkpoint.
@@ -520,7 +543,7 @@ mod tests {
     fn log_of(n: u64, first_seq: u64) -> Vec<u8> {
         let mut bytes = Vec::new();
         for i in 0..n {
-            let mut record = capture().unwrap_or_default();
+            let mut record = vec![0; HEADER_BYTES];
             put_bytes(
                 &mut record,
                 TableId::Cursors,
@@ -587,7 +610,7 @@ mod tests {
         let (mut wal, back) = Wal::open(&state).unwrap();
         assert!(back.records.is_empty());
         for i in 0..3u8 {
-            let mut record = capture().unwrap();
+            let mut record = wal.capture();
             put_bytes(&mut record, TableId::Counters, &[i], &[0; 8]);
             wal.append(&mut record).unwrap();
         }
@@ -605,7 +628,7 @@ mod tests {
         );
         assert_eq!(back.torn_bytes, 25);
         // The next record overwrites the torn one and follows record 2.
-        let mut record = capture().unwrap();
+        let mut record = wal.capture();
         put_bytes(&mut record, TableId::Counters, &[9], &[0; 8]);
         wal.append(&mut record).unwrap();
         let back = read_records(&std::fs::read(path_for(&state)).unwrap());
@@ -616,7 +639,8 @@ mod tests {
         // Emptied after a checkpoint, with sequence numbers going on.
         wal.emptied();
         assert_eq!(std::fs::metadata(path_for(&state)).unwrap().len(), 0);
-        wal.append(&mut capture().unwrap()).unwrap();
+        let mut empty = wal.capture();
+        wal.append(&mut empty).unwrap();
         let back = read_records(&std::fs::read(path_for(&state)).unwrap());
         assert_eq!(back.records[0].seq, 4);
     }
