@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use oauth::OAuthGrant;
 use tables::*;
-use wal::{Logged, TableId, Wal, WalError};
+use wal::{LogStart, Logged, TableId, Wal, WalError};
 
 /// The store format this build writes. 2: conversation states in MessagePack
 /// (`conversations_v2`), outbox sequence numbers among the counters; a format-1 file is
@@ -167,12 +167,16 @@ impl Drop for WalHandle {
         if !wal.holds_records() {
             return;
         }
-        // An empty durable commit makes every earlier commit durable.
+        // A durable commit makes every earlier commit durable.
+        let start = wal.start_after_checkpoint();
         let checkpoint = self
             .db
             .begin_write()
             .map_err(|e| e.to_string())
-            .and_then(|txn| txn.commit().map_err(|e| e.to_string()));
+            .and_then(|txn| {
+                store_log_start(&txn, start).map_err(|e| e.to_string())?;
+                txn.commit().map_err(|e| e.to_string())
+            });
         match checkpoint {
             Ok(()) => wal.emptied(),
             Err(error) => tracing::warn!(
@@ -182,6 +186,30 @@ impl Drop for WalHandle {
             ),
         }
     }
+}
+
+/// `wal_start` in the meta table: where the redo log starts after this (durable) commit.
+const WAL_START: &str = "wal_start";
+
+/// Records in a checkpoint's transaction the sequence number the log starts at after it.
+fn store_log_start(txn: &redb::WriteTransaction, seq: u64) -> Result<(), redb::Error> {
+    txn.open_table(META)?.insert(WAL_START, seq)?;
+    Ok(())
+}
+
+/// Where the redo log of `db` starts, as its last checkpoint stored it.
+fn log_start(db: &Database) -> Result<LogStart, redb::Error> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(LogStart::NewState),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(match meta.get(WAL_START)? {
+        Some(seq) => LogStart::At(seq.value()),
+        None if meta.get("schema")?.is_some() => LogStart::Unrecorded,
+        None => LogStart::NewState,
+    })
 }
 
 impl std::fmt::Debug for Store {
@@ -272,7 +300,8 @@ impl Store {
                 other => open_err(other.to_string()),
             })?;
         let db = Arc::new(db);
-        let (wal, back) = Wal::open(path)?;
+        let start = log_start(&db).map_err(|e| open_err(e.to_string()))?;
+        let (wal, back) = Wal::open(path, start)?;
         let path = Arc::new(path.to_path_buf());
         let store = Store {
             wal: Arc::new(WalHandle {
@@ -300,27 +329,28 @@ impl Store {
     /// Applies what the redo log holds beyond the last checkpoint (after a crash), as one
     /// checkpoint; a clean close leaves nothing to do.
     fn recover(&self, back: wal::ReadBack) -> Result<(), StoreError> {
-        if back.torn_bytes > 0 {
+        if back.torn {
             // Only a record whose write never completed is torn, and its caller was never
             // answered.
             tracing::warn!(
                 log = %wal::path_for(&self.path).display(),
-                bytes = back.torn_bytes,
                 "redo log ends in a torn record; it was never acknowledged and is dropped"
             );
         }
-        let mut wal = self.wal.lock();
-        if !back.records.is_empty() {
-            let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-            wal::replay(&txn, &self.path, &back.records)?;
-            txn.commit().map_err(|e| self.db_err(e))?;
-            tracing::info!(
-                state = %self.path.display(),
-                commits = back.records.len(),
-                "replayed the redo log of an unclean shutdown"
-            );
+        if back.records.is_empty() {
+            return Ok(());
         }
+        let mut wal = self.wal.lock();
+        let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        wal::replay(&txn, &self.path, &back.records)?;
+        store_log_start(&txn, wal.start_after_checkpoint()).map_err(|e| self.db_err(e))?;
+        txn.commit().map_err(|e| self.db_err(e))?;
         wal.emptied();
+        tracing::info!(
+            state = %self.path.display(),
+            commits = back.records.len(),
+            "replayed the redo log of an unclean shutdown"
+        );
         Ok(())
     }
 
@@ -530,6 +560,7 @@ impl Store {
         };
         match capture {
             None => {
+                store_log_start(&txn, wal.start_after_checkpoint()).map_err(|e| self.db_err(e))?;
                 txn.commit().map_err(|e| self.db_err(e))?;
                 wal.emptied();
             }
@@ -2212,6 +2243,17 @@ mod tests {
         }
     }
 
+    /// Where the redo log of the (closed) state file at `path` starts.
+    fn stored_start(path: &Path) -> LogStart {
+        log_start(&Database::open(path).unwrap()).unwrap()
+    }
+
+    /// How many records of the redo log of the (closed) state file at `path` an open would
+    /// replay.
+    fn replayable(path: &Path) -> usize {
+        Wal::open(path, stored_start(path)).unwrap().1.records.len()
+    }
+
     #[test]
     fn a_crash_between_checkpoints_loses_no_committed_write() {
         let (dir, path, store) = store_between_checkpoints();
@@ -2231,12 +2273,13 @@ mod tests {
         crash_copy(&path, &crashed, true);
         crash_copy(&path, &without_log, false);
         drop(store);
+        assert_eq!(replayable(&crashed), 7);
 
         let recovered = Store::open(&crashed).unwrap();
         assert_eq!(written(&recovered), expected);
-        // The replay was a checkpoint: the log starts empty, and a clean reopen agrees.
+        // The replay was a checkpoint: nothing is left to replay, and a clean reopen agrees.
         drop(recovered);
-        assert_eq!(std::fs::metadata(wal::path_for(&crashed)).unwrap().len(), 0);
+        assert_eq!(replayable(&crashed), 0);
         assert_eq!(written(&Store::open(&crashed).unwrap()), expected);
 
         // The state file alone is back at the last checkpoint (the one `open` took): the
@@ -2247,18 +2290,38 @@ mod tests {
     }
 
     #[test]
-    fn replaying_records_a_checkpoint_already_has_changes_nothing() {
+    fn a_log_from_before_a_checkpoint_is_not_replayed() {
         let (_dir, path, store) = store_between_checkpoints();
-        let old_log = std::fs::read(wal::path_for(&path)).unwrap();
-        assert!(!old_log.is_empty());
-        // A clean close checkpoints and empties the log ...
         drop(store);
-        assert_eq!(std::fs::metadata(wal::path_for(&path)).unwrap().len(), 0);
-        let expected = written(&Store::open(&path).unwrap());
-        // ... and a crash between the two would have left the log as it was.
+        // The log still holds the records of before the close's checkpoint, in place.
+        let old_log = std::fs::read(wal::path_for(&path)).unwrap();
+        assert_eq!(
+            wal::read_records(&old_log, None).records.len(),
+            7,
+            "the records are still in the file"
+        );
+        assert_eq!(replayable(&path), 0);
+        // Acknowledge the rest of the outbox, close, and put the old log back: replaying
+        // its records would bring the acknowledged entries back.
+        let store = Store::open(&path).unwrap();
+        store.write(|t| t.ack("jsonl", &[3, 4, 5])).unwrap();
+        drop(store);
         std::fs::write(wal::path_for(&path), &old_log).unwrap();
-        assert_eq!(written(&Store::open(&path).unwrap()), expected);
-        assert_eq!(expected.0, 3);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.outbox_depth("jsonl").unwrap(), 0);
+        assert_eq!(store.seen_events().unwrap(), 5);
+    }
+
+    #[test]
+    fn a_log_whose_state_file_was_deleted_is_ignored() {
+        let (dir, path, store) = store_between_checkpoints();
+        let crashed = dir.path().join("crashed.redb");
+        crash_copy(&path, &crashed, true);
+        drop(store);
+        std::fs::remove_file(&crashed).unwrap();
+        let store = Store::open(&crashed).unwrap();
+        assert_eq!(store.outbox_depth("jsonl").unwrap(), 0);
+        assert_eq!(store.seen_events().unwrap(), 0);
     }
 
     #[test]
@@ -2266,7 +2329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         drop(Store::open(&path).unwrap());
-        let (mut log, _) = Wal::open(&path).unwrap();
+        let (mut log, _) = Wal::open(&path, stored_start(&path)).unwrap();
         let mut record = log.capture();
         // A change to table 200, which this build does not know.
         record.extend_from_slice(&[1, 200, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);

@@ -3,7 +3,8 @@
 
 use redb::TableDefinition;
 
-/// `"schema"` -> the store format version.
+/// `"schema"` -> the store format version; `"wal_start"` -> the sequence number of the redo
+/// log's first record after the last checkpoint (see `store::wal`).
 pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta_v1");
 
 /// `"{connection}\0{evt_id}"` -> Unix ms when the event was first committed. Pruned by a

@@ -11,20 +11,28 @@
 //! disk.
 //!
 //! A checkpoint is a durable redb commit, which makes every commit before it durable in the
-//! state file itself; the log is then emptied. One is taken every [`CHECKPOINT_EVERY`] or
-//! [`CHECKPOINT_BYTES`] of log, and when the store is closed. After a crash, redb reopens
-//! at its last checkpoint and [`replay`] applies the log's records on top of it, in order.
+//! state file itself. One is taken every [`CHECKPOINT_EVERY`] or [`CHECKPOINT_BYTES`] of
+//! log, and when the store is closed. In the same commit it stores where the log starts
+//! next (`wal_start` in the meta table): a new random sequence number, which the first
+//! record after the checkpoint carries, written at the log's first byte. After a crash,
+//! redb reopens at its last checkpoint and [`replay`] applies the records that follow it,
+//! in order: the run of records at the start of the file whose first carries `wal_start`
+//! and each the number one above the record before it.
 //!
-//! Records hold whole values ("key K of table T is now V", "key K is gone"), so replaying a
-//! record whose changes the checkpoint already has changes nothing: a crash between a
-//! checkpoint and the emptying of the log is harmless. A record is framed by its length,
-//! a sequence number one above the record before it, and a CRC-32 of both and the body: a
-//! record torn by a crash (its `fdatasync` never returned, so no caller was answered) fails
-//! the check, and reading stops there.
+//! The file is not cut at a checkpoint but written over: it grows in [`GROW_BYTES`] steps of
+//! zeros, written once, so that appending a record changes no file size or block map and
+//! its `fdatasync` writes the record alone (on ext4, a size change costs the sync a second
+//! write, of the inode). What lies beyond the newest record, zeros and records from before
+//! the checkpoint, never reads as part of the log: those records carry numbers from another
+//! random start.
+//!
+//! Records hold whole values ("key K of table T is now V", "key K is gone"). A record is
+//! framed by its length, its sequence number and a CRC-32 of both and the body: a record
+//! torn by a crash (its `fdatasync` never returned, so no caller was answered) fails the
+//! check, and reading stops there.
 
 use std::borrow::Borrow;
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::ops::{Deref, RangeBounds};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -42,6 +50,12 @@ pub const CHECKPOINT_BYTES: u64 = 16 << 20;
 /// replay, and how long redb keeps the pages freed since the last checkpoint (a
 /// non-durable commit cannot reuse them).
 pub const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The log file grows by this many bytes of zeros at a time (see the module notes).
+pub const GROW_BYTES: u64 = 1 << 20;
+
+/// The log is read back in pieces of this size, so a long log is not read whole.
+const READ_BYTES: usize = 256 << 10;
 
 /// `FSW1`: frontsync redo log, record format 1.
 const MAGIC: [u8; 4] = *b"FSW1";
@@ -210,10 +224,15 @@ pub enum WalError {
 pub struct Wal {
     file: File,
     path: PathBuf,
-    /// Bytes of whole records in the file; the next record goes here.
+    /// Bytes of the records written since the last checkpoint; the next record goes here.
     len: u64,
+    /// The file's size: what lies beyond `len` was written before (zeros or old records),
+    /// so writing there changes no size or block map.
+    allocated: u64,
     /// The sequence number of the next record.
     next_seq: u64,
+    /// The sequence number the log starts at after the next checkpoint.
+    start_after_checkpoint: u64,
     last_checkpoint: Instant,
     /// A record was appended since the last checkpoint (records found on open do not
     /// count: they are only ever checkpointed by a successful replay).
@@ -240,8 +259,14 @@ pub struct Record {
 #[derive(Debug, Default)]
 pub struct ReadBack {
     pub records: Vec<Record>,
-    /// Bytes after the last whole record (a record torn by a crash), when any.
-    pub torn_bytes: u64,
+    /// Reading stopped at a record that carries the next sequence number but is cut short
+    /// or fails its CRC: one whose write a crash interrupted.
+    pub torn: bool,
+    /// Reading stopped because `bytes` ended inside a record (more of the file may hold
+    /// the rest).
+    incomplete: bool,
+    /// Bytes of the whole records read.
+    bytes: u64,
 }
 
 fn crc(seq: u64, body: &[u8]) -> u32 {
@@ -252,50 +277,118 @@ fn crc(seq: u64, body: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The whole records at the start of `bytes`, in order. Stops at the first that is
-/// incomplete, fails its CRC, or does not follow the one before it.
-pub fn read_records(bytes: &[u8]) -> ReadBack {
-    let mut records: Vec<Record> = Vec::new();
+/// The log's records at the start of `bytes`, in order: the first must carry `first` (any
+/// number when `None`, for a store no checkpoint has told where its log starts) and each
+/// the number one above the record before it. Stops at the first header that does not
+/// follow (zeros, an older record, the end) or a record that is incomplete or fails its
+/// CRC.
+pub fn read_records(bytes: &[u8], first: Option<u64>) -> ReadBack {
+    let mut back = ReadBack::default();
+    let mut expected = first;
     let mut at = 0usize;
-    while let Some(header) = bytes.get(at..at + HEADER_BYTES) {
-        let word = |r: std::ops::Range<usize>| header.get(r).unwrap_or_default();
-        if word(0..4) != MAGIC {
+    loop {
+        let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
+            let rest = bytes.get(at..).unwrap_or_default();
+            back.incomplete = !rest.is_empty();
+            // A header cut short by the end of the file; zeros there are only the file's end.
+            back.torn = rest.iter().any(|&b| b != 0);
             break;
-        }
+        };
+        let word = |r: std::ops::Range<usize>| header.get(r).unwrap_or_default();
         let len = u32::from_le_bytes(word(4..8).try_into().unwrap_or_default()) as usize;
         let seq = u64::from_le_bytes(word(8..16).try_into().unwrap_or_default());
         let sum = u32::from_le_bytes(word(16..20).try_into().unwrap_or_default());
+        if word(0..4) != MAGIC || expected.is_some_and(|e| e != seq) {
+            break;
+        }
         let Some(body) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len) else {
+            back.incomplete = true;
+            back.torn = true;
             break;
         };
         if crc(seq, body) != sum {
+            back.torn = true;
             break;
         }
-        if records.last().is_some_and(|r| r.seq.wrapping_add(1) != seq) {
-            break;
-        }
-        records.push(Record {
+        back.records.push(Record {
             seq,
             body: body.to_vec(),
         });
+        expected = Some(seq.wrapping_add(1));
         at += HEADER_BYTES + len;
     }
-    ReadBack {
-        records,
-        torn_bytes: (bytes.len() - at) as u64,
+    back.bytes = at as u64;
+    back
+}
+
+/// [`read_records`] over the file, read in [`READ_BYTES`] pieces as far as records go.
+fn read_file(file: &File, size: u64, first: Option<u64>) -> std::io::Result<ReadBack> {
+    let mut out = ReadBack::default();
+    // The bytes not yet read as records; `base` is where they start in the file.
+    let mut pending: Vec<u8> = Vec::new();
+    let mut base = 0u64;
+    let mut expected = first;
+    loop {
+        let end = (base + pending.len() as u64 + READ_BYTES as u64).min(size);
+        let from = pending.len();
+        pending.resize((end - base) as usize, 0);
+        file.read_exact_at(&mut pending[from..], base + from as u64)?;
+        let back = read_records(&pending, expected);
+        if let Some(last) = back.records.last() {
+            expected = Some(last.seq.wrapping_add(1));
+        }
+        out.records.extend(back.records);
+        out.bytes += back.bytes;
+        pending.drain(..back.bytes as usize);
+        base += back.bytes;
+        // Read on only while the reader ran out of bytes inside a record.
+        if !back.incomplete || end >= size {
+            out.torn = back.torn;
+            out.incomplete = back.incomplete;
+            return Ok(out);
+        }
     }
 }
 
+/// Where the log's records begin, as the state file knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogStart {
+    /// The last checkpoint stored the sequence number of the first record after it.
+    At(u64),
+    /// A state file from a build that emptied its log at each checkpoint instead of storing
+    /// where it starts: whatever records the file holds follow the last checkpoint.
+    Unrecorded,
+    /// The state file was just created: a log beside it belongs to a state file that is
+    /// gone, and nothing in it applies.
+    NewState,
+}
+
+/// A sequence number no earlier record of this log is likely to carry: each checkpoint
+/// starts the log at a new random one, so no record left in the file from before a
+/// checkpoint can read as following a newer one (nor can one left by a state file that
+/// was deleted or restored from a backup).
+fn random_start() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    h.write_u128(now.as_nanos());
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
 impl Wal {
-    /// Opens (or creates, mode 0600) the log of `state` and reads what it holds.
-    pub fn open(state: &Path) -> Result<(Wal, ReadBack), WalError> {
+    /// Opens (or creates, mode 0600) the log of `state` and reads the records that follow
+    /// the state file's last checkpoint.
+    pub fn open(state: &Path, start: LogStart) -> Result<(Wal, ReadBack), WalError> {
         let path = path_for(state);
         let io = |source| WalError::Io {
             path: path.clone(),
             source,
         };
         let created = !path.exists();
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
@@ -311,15 +404,34 @@ impl Wal {
             };
             File::open(folder).and_then(|f| f.sync_all()).map_err(io)?;
         }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let back = read_records(&bytes);
-        let next_seq = back.records.last().map_or(0, |r| r.seq.wrapping_add(1));
+        let allocated = file.metadata().map_err(io)?.len();
+        let first = match start {
+            LogStart::At(seq) => Some(seq),
+            LogStart::Unrecorded | LogStart::NewState => None,
+        };
+        let mut back = read_file(&file, allocated, first).map_err(io)?;
+        if start == LogStart::NewState {
+            if !back.records.is_empty() {
+                tracing::warn!(
+                    log = %path.display(),
+                    records = back.records.len(),
+                    "the state file is new but its redo log holds records; they belong to a state file that is gone and are ignored"
+                );
+            }
+            back = ReadBack::default();
+        }
+        let next_seq = match (back.records.last(), start) {
+            (Some(last), _) => last.seq.wrapping_add(1),
+            (None, LogStart::At(seq)) => seq,
+            (None, _) => random_start(),
+        };
         let wal = Wal {
             file,
-            len: bytes.len() as u64 - back.torn_bytes,
+            len: back.bytes,
+            allocated,
             path,
             next_seq,
+            start_after_checkpoint: random_start(),
             last_checkpoint: Instant::now(),
             appended: false,
             spare: Vec::new(),
@@ -348,9 +460,16 @@ impl Wal {
         self.len >= CHECKPOINT_BYTES || self.last_checkpoint.elapsed() >= CHECKPOINT_EVERY
     }
 
+    /// The sequence number the first record after the next checkpoint will carry: a
+    /// checkpoint stores it (as `wal_start`) in its durable commit, then calls
+    /// [`Wal::emptied`].
+    pub fn start_after_checkpoint(&self) -> u64 {
+        self.start_after_checkpoint
+    }
+
     /// Writes `capture` (made by [`capture`]) as the next record and waits until it is on
-    /// disk. On failure the file is cut back to the records before it, so a record whose
-    /// transaction was not committed is never replayed.
+    /// disk. On failure the record is wiped, so a record whose transaction was not
+    /// committed is never replayed.
     pub fn append(&mut self, capture: &mut [u8]) -> Result<(), WalError> {
         let body_len = capture.len() - HEADER_BYTES;
         let (header, body) = capture.split_at_mut(HEADER_BYTES);
@@ -359,19 +478,20 @@ impl Wal {
         header[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
         header[8..16].copy_from_slice(&seq.to_le_bytes());
         header[16..20].copy_from_slice(&crc(seq, body).to_le_bytes());
+        let end = self.len + capture.len() as u64;
         let written = self
-            .file
-            .write_all_at(capture, self.len)
+            .grow_to(end)
+            .and_then(|()| self.file.write_all_at(capture, self.len))
             .and_then(|()| self.file.sync_data());
         match written {
             Ok(()) => {
-                self.len += capture.len() as u64;
+                self.len = end;
                 self.next_seq = seq.wrapping_add(1);
                 self.appended = true;
                 Ok(())
             }
             Err(source) => {
-                self.cut_to_len();
+                self.wipe_next();
                 Err(WalError::Io {
                     path: self.path.clone(),
                     source,
@@ -380,12 +500,28 @@ impl Wal {
         }
     }
 
-    /// Cuts the file back to its whole records (`len`).
-    fn cut_to_len(&mut self) {
+    /// Makes the file at least `end` bytes long, in [`GROW_BYTES`] steps of zeros (synced
+    /// with the record that needed them).
+    fn grow_to(&mut self, end: u64) -> std::io::Result<()> {
+        if end <= self.allocated {
+            return Ok(());
+        }
+        let to = end.div_ceil(GROW_BYTES) * GROW_BYTES;
+        let zeros = vec![0u8; (to - self.allocated) as usize];
+        self.file.write_all_at(&zeros, self.allocated)?;
+        self.allocated = to;
+        Ok(())
+    }
+
+    /// Zeros the header at `len`, where the record that failed was written (in part or
+    /// whole), and syncs.
+    fn wipe_next(&mut self) {
         // Best effort: if even this fails, the record stays, and a crash before the next
         // checkpoint would replay a transaction its caller was told failed.
-        let _ = self.file.set_len(self.len);
-        let _ = self.file.sync_data();
+        if self.len < self.allocated {
+            let _ = self.file.write_all_at(&[0; HEADER_BYTES], self.len);
+            let _ = self.file.sync_data();
+        }
     }
 
     /// Forgets the record [`Wal::append`] just wrote, when its transaction then failed to
@@ -393,7 +529,7 @@ impl Wal {
     pub fn drop_last(&mut self, record_bytes: u64) {
         self.len -= record_bytes;
         self.next_seq = self.next_seq.wrapping_sub(1);
-        self.cut_to_len();
+        self.wipe_next();
     }
 
     /// True when records were appended since the last checkpoint.
@@ -401,22 +537,15 @@ impl Wal {
         self.appended
     }
 
-    /// After a checkpoint: every record is in the state file now, so the log starts over.
-    /// Sequence numbers go on rising, so a record left behind by a failed or lost
-    /// truncation never reads as following a newer one. If the file cannot be cut, new
-    /// records follow the old ones, and a replay applies both (harmless, see the module
-    /// notes).
+    /// After a checkpoint that stored [`Wal::start_after_checkpoint`]: every record is in
+    /// the state file now, so the log starts over at its first byte, with that sequence
+    /// number. The file keeps its size; the old records in it no longer read as the log.
     pub fn emptied(&mut self) {
         self.last_checkpoint = Instant::now();
         self.appended = false;
-        match self.file.set_len(0) {
-            Ok(()) => self.len = 0,
-            Err(error) => tracing::warn!(
-                log = %self.path.display(),
-                %error,
-                "cannot empty the redo log after a checkpoint; it keeps growing until the next one"
-            ),
-        }
+        self.len = 0;
+        self.next_seq = self.start_after_checkpoint;
+        self.start_after_checkpoint = random_start();
     }
 }
 
@@ -565,12 +694,13 @@ mod tests {
 
     #[test]
     fn records_read_back_in_order() {
-        let back = read_records(&log_of(3, 41));
+        let back = read_records(&log_of(3, 41), Some(41));
         assert_eq!(
             back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             [41, 42, 43]
         );
-        assert_eq!(back.torn_bytes, 0);
+        assert!(!back.torn && !back.incomplete);
+        assert_eq!(back.bytes, log_of(3, 41).len() as u64);
         let (op, table, key, rest) = take_op(&back.records[1].body).unwrap();
         assert_eq!((op, table, key), (PUT, TableId::Cursors as u8, &b"k1"[..]));
         let (value, rest) = take_bytes(rest).unwrap();
@@ -581,14 +711,21 @@ mod tests {
     }
 
     #[test]
-    fn reading_stops_at_a_record_out_of_sequence() {
-        // Records 5, 6, then a stale 2 (left by a truncation the disk lost).
+    fn only_records_from_the_stored_start_are_the_log() {
+        // Records 5, 6, then 2 (from before a checkpoint), then zeros.
         let mut bytes = log_of(2, 5);
-        let stale = log_of(1, 2);
-        bytes.extend_from_slice(&stale);
-        let back = read_records(&bytes);
+        let live = bytes.len() as u64;
+        bytes.extend_from_slice(&log_of(1, 2));
+        bytes.extend_from_slice(&[0; 64]);
+        let back = read_records(&bytes, Some(5));
         assert_eq!(back.records.len(), 2);
-        assert_eq!(back.torn_bytes, stale.len() as u64);
+        assert_eq!(back.bytes, live);
+        assert!(!back.torn, "an older record is not a torn one");
+        // A checkpoint stored another start: none of it is the log.
+        let back = read_records(&bytes, Some(7));
+        assert!(back.records.is_empty() && !back.torn);
+        // Without a stored start (an older build's file), any first number goes.
+        assert_eq!(read_records(&bytes, None).records.len(), 2);
     }
 
     #[test]
@@ -598,8 +735,21 @@ mod tests {
         for at in one..2 * one {
             let mut damaged = bytes.clone();
             damaged[at] ^= 0x01;
-            let back = read_records(&damaged);
+            let back = read_records(&damaged, Some(0));
             assert_eq!(back.records.len(), 1, "byte {at}");
+        }
+        // A changed byte in the body (not the header) is a torn record.
+        let mut damaged = bytes.clone();
+        damaged[one + HEADER_BYTES + 1] ^= 0x01;
+        assert!(read_records(&damaged, Some(0)).torn);
+    }
+
+    /// `n` records of one change each, appended to `wal`.
+    fn append_n(wal: &mut Wal, n: u8) {
+        for i in 0..n {
+            let mut record = wal.capture();
+            put_bytes(&mut record, TableId::Counters, &[i], &[0; 8]);
+            wal.append(&mut record).unwrap();
         }
     }
 
@@ -607,42 +757,97 @@ mod tests {
     fn appends_survive_reopen_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.redb");
-        let (mut wal, back) = Wal::open(&state).unwrap();
+        let (mut wal, back) = Wal::open(&state, LogStart::At(100)).unwrap();
         assert!(back.records.is_empty());
-        for i in 0..3u8 {
+        append_n(&mut wal, 3);
+        let end = wal.len;
+        drop(wal);
+        // The file grew by a step of zeros, not by the records' length.
+        let mut bytes = std::fs::read(path_for(&state)).unwrap();
+        assert_eq!(bytes.len() as u64, GROW_BYTES);
+        // A fourth record, cut short by a crash.
+        let fourth = log_of(1, 103);
+        bytes[end as usize..end as usize + 25].copy_from_slice(&fourth[..25]);
+        std::fs::write(path_for(&state), &bytes).unwrap();
+
+        let (mut wal, back) = Wal::open(&state, LogStart::At(100)).unwrap();
+        assert_eq!(
+            back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [100, 101, 102]
+        );
+        assert!(back.torn);
+        // The next record overwrites the torn one and follows record 102.
+        append_n(&mut wal, 1);
+        let back = read_records(&std::fs::read(path_for(&state)).unwrap(), Some(100));
+        assert_eq!(
+            back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            [100, 101, 102, 103]
+        );
+        // After a checkpoint the log starts over at the first byte, from a new number, and
+        // the records of before are no longer read as the log.
+        let start = wal.start_after_checkpoint();
+        wal.emptied();
+        append_n(&mut wal, 1);
+        drop(wal);
+        let (_, back) = Wal::open(&state, LogStart::At(start)).unwrap();
+        assert_eq!(back.records.len(), 1);
+        assert_eq!(back.records[0].seq, start);
+        assert!(!back.torn);
+        let (_, back) = Wal::open(&state, LogStart::At(100)).unwrap();
+        assert!(back.records.is_empty());
+    }
+
+    #[test]
+    fn a_log_beside_a_new_state_file_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.redb");
+        let (mut wal, _) = Wal::open(&state, LogStart::At(0)).unwrap();
+        append_n(&mut wal, 2);
+        drop(wal);
+        let (_, back) = Wal::open(&state, LogStart::NewState).unwrap();
+        assert!(back.records.is_empty());
+        let (_, back) = Wal::open(&state, LogStart::Unrecorded).unwrap();
+        assert_eq!(back.records.len(), 2);
+    }
+
+    #[test]
+    fn a_long_log_is_read_whole_in_pieces() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.redb");
+        let (mut wal, _) = Wal::open(&state, LogStart::At(9)).unwrap();
+        // Records larger than a piece and many small ones, across several growth steps.
+        for i in 0..8u8 {
             let mut record = wal.capture();
-            put_bytes(&mut record, TableId::Counters, &[i], &[0; 8]);
+            put_bytes(&mut record, TableId::Cursors, &[i], &vec![i; 300_000]);
             wal.append(&mut record).unwrap();
         }
+        append_n(&mut wal, 200);
+        let end = wal.len;
         drop(wal);
-        let whole = std::fs::read(path_for(&state)).unwrap();
-        // A fourth record, cut short by a crash.
-        let mut torn = whole.clone();
-        torn.extend_from_slice(&log_of(1, 3)[..25]);
-        std::fs::write(path_for(&state), &torn).unwrap();
+        assert!(std::fs::metadata(path_for(&state)).unwrap().len() > 2 * GROW_BYTES);
+        let (wal, back) = Wal::open(&state, LogStart::At(9)).unwrap();
+        assert_eq!(back.records.len(), 208);
+        assert_eq!(back.records[7].seq, 16);
+        assert_eq!(wal.len, end);
+        assert!(!back.torn);
+    }
 
-        let (mut wal, back) = Wal::open(&state).unwrap();
-        assert_eq!(
-            back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [0, 1, 2]
-        );
-        assert_eq!(back.torn_bytes, 25);
-        // The next record overwrites the torn one and follows record 2.
+    #[test]
+    fn a_failed_commit_wipes_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.redb");
+        let (mut wal, _) = Wal::open(&state, LogStart::At(0)).unwrap();
+        append_n(&mut wal, 2);
         let mut record = wal.capture();
-        put_bytes(&mut record, TableId::Counters, &[9], &[0; 8]);
+        put_bytes(&mut record, TableId::Counters, b"x", &[0; 8]);
         wal.append(&mut record).unwrap();
-        let back = read_records(&std::fs::read(path_for(&state)).unwrap());
-        assert_eq!(
-            back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [0, 1, 2, 3]
-        );
-        // Emptied after a checkpoint, with sequence numbers going on.
-        wal.emptied();
-        assert_eq!(std::fs::metadata(path_for(&state)).unwrap().len(), 0);
-        let mut empty = wal.capture();
-        wal.append(&mut empty).unwrap();
-        let back = read_records(&std::fs::read(path_for(&state)).unwrap());
-        assert_eq!(back.records[0].seq, 4);
+        wal.drop_last(record.len() as u64);
+        let back = read_records(&std::fs::read(path_for(&state)).unwrap(), Some(0));
+        assert_eq!(back.records.len(), 2);
+        // The next record takes its place and number.
+        append_n(&mut wal, 1);
+        let back = read_records(&std::fs::read(path_for(&state)).unwrap(), Some(0));
+        assert_eq!(back.records.last().map(|r| r.seq), Some(2));
     }
 
     proptest::proptest! {
@@ -650,11 +855,30 @@ mod tests {
         fn any_cut_of_a_log_reads_as_a_prefix(n in 0u64..6, cut in 0usize..400) {
             let bytes = log_of(n, 7);
             let cut = cut.min(bytes.len());
-            let back = read_records(&bytes[..cut]);
-            let whole = read_records(&bytes);
+            let back = read_records(&bytes[..cut], Some(7));
+            let whole = read_records(&bytes, Some(7));
             proptest::prop_assert_eq!(&back.records[..], &whole.records[..back.records.len()]);
             let kept: usize = back.records.iter().map(|r| HEADER_BYTES + r.body.len()).sum();
-            proptest::prop_assert_eq!(kept as u64 + back.torn_bytes, cut as u64);
+            proptest::prop_assert_eq!(kept as u64, back.bytes);
+            // Bytes left after the last whole record are a torn record.
+            proptest::prop_assert_eq!(back.torn, (kept as u64) < cut as u64);
+        }
+
+        #[test]
+        fn a_log_written_over_an_older_one_reads_as_the_newer(
+            old in 0u64..8, new in 0u64..8, old_start in 0u64..1000, new_start in 0u64..1000,
+        ) {
+            proptest::prop_assume!(old_start.abs_diff(new_start) > 16);
+            let mut bytes = log_of(old, old_start);
+            bytes.resize(bytes.len() + 100, 0);
+            let newer = log_of(new, new_start);
+            if newer.len() > bytes.len() {
+                bytes.resize(newer.len(), 0);
+            }
+            bytes[..newer.len()].copy_from_slice(&newer);
+            let back = read_records(&bytes, Some(new_start));
+            proptest::prop_assert_eq!(back.records.len() as u64, new);
+            proptest::prop_assert!(!back.torn);
         }
     }
 }
