@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 pub use oauth::OAuthGrant;
 use tables::*;
+pub use wal::CHECKPOINT_EVERY;
 use wal::{LogStart, Logged, TableId, Wal, WalError};
 
 /// The store format this build writes. 2: conversation states in MessagePack
