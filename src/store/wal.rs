@@ -43,8 +43,12 @@ use redb::{AccessGuard, StorageError, Table};
 use super::tables::*;
 
 /// Log bytes after which the next write is a checkpoint. Bounds the log file, and the
-/// replay after a crash (at most this much to read and apply before the daemon is ready).
-pub const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// replay after a crash (at most this much to read and apply before the daemon is ready),
+/// when [`CHECKPOINT_EVERY`] does not come first. A checkpoint stalls the writer while redb
+/// writes out every page buffered since the last one (30-45 ms at saturation), so this is
+/// set above a second of log at the highest rate measured (about 18,000 webhooks/s, 30 MB):
+/// at 16 MiB, saturation took two checkpoints a second (BENCHMARKS.md).
+pub const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Time after which the next write is a checkpoint. Bounds how much work a crash leaves to
 /// replay, and how long redb keeps the pages freed since the last checkpoint (a
