@@ -1,7 +1,13 @@
 //! The load: pre-built, pre-signed rule webhooks sent over `C` keep-alive HTTP/1
-//! connections (hyper's connection-level client, no pool, no per-request allocation beyond
-//! the request head), closed-loop or paced open-loop, plus the JSONL tail that times each
+//! connections, closed-loop or paced open-loop, plus the JSONL tail that times each
 //! Highlight line back to its webhook.
+//!
+//! The load generator shares the machine's 2 CPUs with the server it measures, so it does
+//! as little as it can, like `wrk`: every request is built whole (head and body, one
+//! buffer) before the clock starts and written with one `write`, and each answer is read
+//! with `httparse` into a buffer the connection keeps. A hyper client did the same work
+//! with a request and header map built per request; it cost about 20 us of CPU per
+//! request, which the server then lacked (BENCHMARKS.md).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::net::SocketAddr;
@@ -12,21 +18,18 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::header::{CONTENT_TYPE, HOST, HeaderValue};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
 use memchr::memmem;
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 /// Not yet sent / not yet seen.
 pub const NONE: u64 = u64::MAX;
 
 /// Request bodies and their signatures, built before any timing starts.
 pub struct Payloads {
-    pub bodies: Vec<Bytes>,
-    pub signatures: Vec<HeaderValue>,
+    pub bodies: Vec<Vec<u8>>,
+    pub signatures: Vec<String>,
 }
 
 impl Payloads {
@@ -36,9 +39,8 @@ impl Payloads {
         let mut signatures = Vec::with_capacity(n);
         for i in 0..n {
             let body = event_body(&format!("evt_{tag}{i}"), &format!("cnv_{tag}{i}"), i);
-            let sig = frontsync::webhook::verify::sign_rule(secret, &body);
-            signatures.push(HeaderValue::from_str(&sig).expect("base64 is a valid header"));
-            bodies.push(Bytes::from(body));
+            signatures.push(frontsync::webhook::verify::sign_rule(secret, &body));
+            bodies.push(body);
         }
         Payloads { bodies, signatures }
     }
@@ -52,7 +54,28 @@ impl Payloads {
     }
 
     pub fn mean_body_bytes(&self) -> usize {
-        self.bodies.iter().map(Bytes::len).sum::<usize>() / self.bodies.len().max(1)
+        self.bodies.iter().map(Vec::len).sum::<usize>() / self.bodies.len().max(1)
+    }
+
+    /// Every webhook as the whole HTTP/1 request to `http://{addr}{path}`, head and body in
+    /// one buffer.
+    pub fn requests(&self, addr: SocketAddr, path: &str) -> Arc<Vec<Vec<u8>>> {
+        let requests = self
+            .bodies
+            .iter()
+            .zip(&self.signatures)
+            .map(|(body, signature)| {
+                let mut r = format!(
+                    "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n\
+                     x-front-signature: {signature}\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .into_bytes();
+                r.extend_from_slice(body);
+                r
+            })
+            .collect();
+        Arc::new(requests)
     }
 }
 
@@ -154,61 +177,100 @@ struct WorkerOut {
     last_ns: u64,
 }
 
-/// One keep-alive HTTP/1 connection's request handle.
-pub type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+/// One keep-alive HTTP/1 connection and the buffer its answers are read into.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Why an exchange failed: the connection cannot carry another request.
+#[derive(Debug)]
+struct Broken;
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        })
+    }
+
+    /// Writes `request` and reads the whole answer: its status, and whether the server
+    /// will close the connection after it.
+    async fn exchange(&mut self, request: &[u8]) -> Result<(u16, bool), Broken> {
+        self.stream.write_all(request).await.map_err(|_| Broken)?;
+        self.buf.clear();
+        loop {
+            self.fill().await?;
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut head = httparse::Response::new(&mut headers);
+            let head_len = match head.parse(&self.buf) {
+                Ok(httparse::Status::Complete(n)) => n,
+                Ok(httparse::Status::Partial) => continue,
+                Err(_) => return Err(Broken),
+            };
+            let status = head.code.ok_or(Broken)?;
+            let header = |name: &str| {
+                head.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            // Both servers answer with a length; anything else is not read here.
+            let body_len: usize = header("content-length")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse().ok())
+                .ok_or(Broken)?;
+            let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case(b"close"));
+            while self.buf.len() < head_len + body_len {
+                self.fill().await?;
+            }
+            return Ok((status, close));
+        }
+    }
+
+    /// Reads what the socket has into `buf`; the end of the stream is an error.
+    async fn fill(&mut self) -> Result<(), Broken> {
+        self.buf.reserve(4096);
+        match self.stream.read_buf(&mut self.buf).await {
+            Ok(0) | Err(_) => Err(Broken),
+            Ok(_) => Ok(()),
+        }
+    }
+}
 
 /// Opens `n` connections (done before a run, so the run's clock and CPU window exclude it).
-pub async fn connect_all(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Sender>> {
-    let mut senders = Vec::with_capacity(n);
+pub async fn connect_all(addr: SocketAddr, n: usize) -> anyhow::Result<Vec<Conn>> {
+    let mut conns = Vec::with_capacity(n);
     for _ in 0..n.max(1) {
-        senders.push(connect(addr).await?);
+        conns.push(Conn::open(addr).await?);
     }
-    Ok(senders)
+    Ok(conns)
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<Sender> {
-    let stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("cannot connect to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// Sends every payload once to `http://{addr}{path}` over `senders` (one worker each);
-/// returns when all are answered.
+/// Sends every request once to `addr` over `conns` (one worker each); returns when all are
+/// answered.
 pub async fn run(
     addr: SocketAddr,
-    path: &str,
-    senders: Vec<Sender>,
-    payloads: Arc<Payloads>,
+    conns: Vec<Conn>,
+    requests: Arc<Vec<Vec<u8>>>,
     spec: LoadSpec,
     base: Instant,
 ) -> anyhow::Result<LoadResult> {
-    let n = payloads.len();
+    let n = requests.len();
     let sent_ns: Arc<Vec<AtomicU64>> = Arc::new((0..n).map(|_| AtomicU64::new(NONE)).collect());
-    let host = HeaderValue::from_str(&addr.to_string())?;
-    let path: Arc<str> = Arc::from(path);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let start_ns = start.duration_since(base).as_nanos() as u64;
-    let mut tasks = Vec::with_capacity(senders.len());
-    for sender in senders {
-        let (payloads, sent_ns, next, host, path) = (
-            payloads.clone(),
-            sent_ns.clone(),
-            next.clone(),
-            host.clone(),
-            path.clone(),
-        );
+    let mut tasks = Vec::with_capacity(conns.len());
+    for conn in conns {
+        let (requests, sent_ns, next) = (requests.clone(), sent_ns.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            worker(
-                sender, addr, payloads, sent_ns, next, host, path, spec, start, base,
-            )
-            .await
+            worker(conn, addr, requests, sent_ns, next, spec, start, base).await
         }));
     }
     let mut result = LoadResult {
@@ -219,7 +281,6 @@ pub async fn run(
         latencies_ns: Vec::with_capacity(n),
         lag_ns: Vec::new(),
         sent_ns,
-        // filled below
     };
     let mut last_ns = start_ns;
     for t in tasks {
@@ -237,13 +298,11 @@ pub async fn run(
 
 #[allow(clippy::too_many_arguments)]
 async fn worker(
-    mut sender: Sender,
+    conn: Conn,
     addr: SocketAddr,
-    payloads: Arc<Payloads>,
+    requests: Arc<Vec<Vec<u8>>>,
     sent_ns: Arc<Vec<AtomicU64>>,
     next: Arc<AtomicUsize>,
-    host: HeaderValue,
-    path: Arc<str>,
     spec: LoadSpec,
     start: Instant,
     base: Instant,
@@ -252,14 +311,15 @@ async fn worker(
         ok: 0,
         non_200: 0,
         errors: 0,
-        latencies: Vec::with_capacity(payloads.len() / spec.concurrency.max(1) + 1),
+        latencies: Vec::with_capacity(requests.len() / spec.concurrency.max(1) + 1),
         lag: Vec::new(),
         last_ns: 0,
     };
     let since_base = |t: Instant| t.duration_since(base).as_nanos() as u64;
+    let mut conn = Some(conn);
     loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= payloads.len() {
+        if i >= requests.len() {
             break;
         }
         let due = spec
@@ -268,48 +328,41 @@ async fn worker(
         if let Some(due) = due {
             tokio::time::sleep_until(due.into()).await;
         }
-        if sender.ready().await.is_err() {
-            // The server closed the connection: open a new one and carry on.
-            out.errors += 1;
-            match connect(addr).await {
-                Ok(s) => sender = s,
-                Err(_) => continue,
-            }
-        }
-        let mut req = Request::new(Full::new(payloads.bodies[i].clone()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = match path.parse() {
-            Ok(u) => u,
-            Err(_) => break,
+        // The server closed the last connection: open a new one and carry on.
+        let c = match conn.as_mut() {
+            Some(c) => c,
+            None => match Conn::open(addr).await {
+                Ok(c) => conn.insert(c),
+                Err(_) => {
+                    out.errors += 1;
+                    continue;
+                }
+            },
         };
-        let h = req.headers_mut();
-        h.insert(HOST, host.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert("x-front-signature", payloads.signatures[i].clone());
         let t = Instant::now();
         if let Some(due) = due {
             out.lag
                 .push(t.saturating_duration_since(due).as_nanos() as u64);
         }
         sent_ns[i].store(since_base(t), Ordering::Relaxed);
-        match sender.send_request(req).await {
-            Ok(resp) => {
-                let status = resp.status();
-                let body = resp.into_body().collect().await;
-                let done = Instant::now();
-                out.last_ns = out.last_ns.max(since_base(done));
-                if body.is_err() {
-                    out.errors += 1;
-                } else if status == hyper::StatusCode::OK {
+        let answer = c.exchange(&requests[i]).await;
+        let done = Instant::now();
+        out.last_ns = out.last_ns.max(since_base(done));
+        match answer {
+            Ok((status, close)) => {
+                if status == 200 {
                     out.ok += 1;
                     out.latencies.push(done.duration_since(t).as_nanos() as u64);
                 } else {
                     out.non_200 += 1;
                 }
+                if close {
+                    conn = None;
+                }
             }
-            Err(_) => {
+            Err(Broken) => {
                 out.errors += 1;
-                out.last_ns = out.last_ns.max(since_base(Instant::now()));
+                conn = None;
             }
         }
     }
@@ -457,8 +510,88 @@ mod tests {
         assert_ne!(p.bodies[0], p.bodies[1]);
         let size = p.mean_body_bytes();
         assert!((1500..3000).contains(&size), "{size}");
-        let sig = p.signatures[2].to_str().unwrap();
+        let sig = &p.signatures[2];
         assert!(frontsync::webhook::verify::verify_rule(b"k", &p.bodies[2], Some(sig)).is_ok());
         assert!(frontsync::front::model::parse_webhook_body(&p.bodies[0]).is_ok());
+    }
+
+    /// Reads one whole request (head and body) from `stream`.
+    async fn read_request(stream: &mut TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        loop {
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "client closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut req = httparse::Request::new(&mut headers);
+            if let Ok(httparse::Status::Complete(head)) = req.parse(&buf) {
+                let len: usize = req
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap();
+                if buf.len() >= head + len {
+                    return buf;
+                }
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_goes_whole_and_answers_are_read_whatever_their_pieces() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let payloads = Payloads::build("t", 3, b"k");
+        let requests = payloads.requests(addr, "/webhooks/front/acme");
+        let expected = requests.clone();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            // The first answer in three pieces, split inside the head and the body.
+            assert_eq!(read_request(&mut s).await, expected[0]);
+            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{\"ok\":true}";
+            for piece in [&answer[..10], &answer[10..40], &answer[40..]] {
+                s.write_all(piece).await.unwrap();
+                s.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(read_request(&mut s).await, expected[1]);
+            s.write_all(b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            // Closes: the next exchange on this connection fails.
+        });
+        let mut conn = Conn::open(addr).await.unwrap();
+        assert_eq!(conn.exchange(&requests[0]).await.unwrap(), (200, false));
+        assert_eq!(conn.exchange(&requests[1]).await.unwrap(), (503, true));
+        server.await.unwrap();
+        assert!(conn.exchange(&requests[2]).await.is_err());
+        // The request is the body after a head naming its length and signature.
+        let text = String::from_utf8_lossy(&requests[2]).into_owned();
+        assert!(text.starts_with("POST /webhooks/front/acme HTTP/1.1\r\n"));
+        assert!(text.contains(&format!(
+            "x-front-signature: {}\r\n",
+            payloads.signatures[2]
+        )));
+        assert!(text.contains(&format!("content-length: {}\r\n", payloads.bodies[2].len())));
+        assert!(requests[2].ends_with(&payloads.bodies[2]));
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_length_is_a_broken_exchange() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_request(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n")
+                .await
+                .unwrap();
+        });
+        let requests = Payloads::build("t", 1, b"k").requests(addr, "/x");
+        let mut conn = Conn::open(addr).await.unwrap();
+        assert!(conn.exchange(&requests[0]).await.is_err());
+        server.await.unwrap();
     }
 }

@@ -193,12 +193,11 @@ fn run_once(
         rate: None,
     };
     if !warmup.is_empty() {
-        let senders = rt.block_on(load::connect_all(srv.addr, args.concurrency))?;
+        let conns = rt.block_on(load::connect_all(srv.addr, args.concurrency))?;
         let w = rt.block_on(load::run(
             srv.addr,
-            ROUTE,
-            senders,
-            warmup.clone(),
+            conns,
+            warmup.requests(srv.addr, ROUTE),
             closed,
             base,
         ))?;
@@ -214,8 +213,10 @@ fn run_once(
         // Let the sink catch up with the warmup before measuring.
         std::thread::sleep(Duration::from_millis(300));
     }
+    // Built before the CPU window opens, like the bodies and signatures.
+    let requests = payloads.requests(srv.addr, ROUTE);
     let connected = Instant::now();
-    let senders = rt.block_on(load::connect_all(srv.addr, args.concurrency))?;
+    let conns = rt.block_on(load::connect_all(srv.addr, args.concurrency))?;
     let connect_ms = connected.elapsed().as_secs_f64() * 1e3;
     let _ = srv.take_commits();
     let tail = jsonl.map(|p| Tail::start(p, "b", payloads.len(), base));
@@ -229,14 +230,7 @@ fn run_once(
         concurrency: args.concurrency,
         rate: args.rate,
     };
-    let res = rt.block_on(load::run(
-        srv.addr,
-        ROUTE,
-        senders,
-        payloads.clone(),
-        spec,
-        base,
-    ))?;
+    let res = rt.block_on(load::run(srv.addr, conns, requests, spec, base))?;
     let cpu1 = server::cpu_seconds(&pid).unwrap_or(cpu0);
     let client1 = server::cpu_seconds("self").unwrap_or(client0);
     let machine1 = server::machine_busy_seconds().unwrap_or(machine0);
