@@ -6,7 +6,7 @@
 //! as little as it can, like `wrk`: every request is built whole (head and body, one
 //! buffer) before the clock starts and written with one `write`, and each answer is read
 //! with `httparse` into a buffer the connection keeps. A hyper client did the same work
-//! with a request and header map built per request; it cost about 20 us of CPU per
+//! with a request and header map built per request, for about a fifth more CPU per
 //! request, which the server then lacked (BENCHMARKS.md).
 
 use std::io::{Read, Seek, SeekFrom};
