@@ -208,15 +208,10 @@ fn a_clean_stop_leaves_the_state_file_whole_without_its_redo_log() {
     let rt = runtime();
     let client = reqwest::Client::new();
     for i in 0..5 {
-        let body = serde_json::to_vec(&inbound_event(
-            &format!("evt_c{i}"),
-            &format!("cnv_c{i}"),
-            "S",
-            "B",
-        ))
-        .unwrap();
-        let resp = rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body));
-        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            post_inbound(&rt, &client, &d, &format!("c{i}")).status(),
+            200
+        );
     }
     let log = dir.path().join("state/frontsync.redb-wal");
     // Until the stop, the five events may be in the log only.
@@ -226,8 +221,7 @@ fn a_clean_stop_leaves_the_state_file_whole_without_its_redo_log() {
     // log, a restart knows all five events and delivers none again.
     std::fs::remove_file(&log).unwrap();
     let d = TestDaemon::start_existing(dir.path());
-    let body = serde_json::to_vec(&inbound_event("evt_c0", "cnv_c0", "S", "B")).unwrap();
-    let resp = rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body));
+    let resp = post_inbound(&rt, &client, &d, "c0");
     assert_eq!(resp.status(), 200);
     let v: serde_json::Value = rt.block_on(resp.json()).unwrap();
     assert_eq!(v["status"], "duplicate");

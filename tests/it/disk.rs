@@ -133,8 +133,7 @@ fn an_unwritable_state_file_stops_acknowledging_instead_of_losing() {
     let guard = Mutable(&[&state, &log]);
     let rt = runtime();
     let client = reqwest::Client::new();
-    let body = serde_json::to_vec(&inbound_event("evt_ro", "cnv_ro", "S", "B")).unwrap();
-    let resp = rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body));
+    let resp = post_inbound(&rt, &client, &d, "ro");
     assert_eq!(
         resp.status(),
         503,
@@ -144,7 +143,7 @@ fn an_unwritable_state_file_stops_acknowledging_instead_of_losing() {
     // After the disk recovers, a restart accepts the same event as new: nothing was half-written.
     d.kill9();
     let d = TestDaemon::start_existing(dir.path());
-    let resp = rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body));
+    let resp = post_inbound(&rt, &client, &d, "ro");
     assert_eq!(resp.status(), 200);
     let v: Value = rt.block_on(resp.json()).unwrap();
     assert_eq!(v["status"], "accepted");

@@ -411,6 +411,28 @@ pub fn inbound_event(event_id: &str, conversation_id: &str, subject: &str, text:
 }
 
 /// Posts a rule webhook signed with the test secret.
+/// The body of the inbound rule webhook for event `evt_{id}` in conversation `cnv_{id}`
+/// (subject "S", text "B"): the event most tests send.
+pub fn inbound_body(id: &str) -> Vec<u8> {
+    serde_json::to_vec(&inbound_event(
+        &format!("evt_{id}"),
+        &format!("cnv_{id}"),
+        "S",
+        "B",
+    ))
+    .expect("an event serializes")
+}
+
+/// Posts [`inbound_body`]`(id)`, signed, to the daemon's connection `acme`; the answer.
+pub fn post_inbound(
+    rt: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    d: &TestDaemon,
+    id: &str,
+) -> reqwest::Response {
+    rt.block_on(post_rule(client, &d.webhook_url("acme"), &inbound_body(id)))
+}
+
 pub async fn post_rule(client: &reqwest::Client, url: &str, body: &[u8]) -> reqwest::Response {
     client
         .post(url)

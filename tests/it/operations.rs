@@ -8,15 +8,7 @@ use serde_json::Value;
 use crate::harness::*;
 
 fn send(d: &TestDaemon, rt: &tokio::runtime::Runtime, id: &str) -> u16 {
-    let client = reqwest::Client::new();
-    let body = serde_json::to_vec(&inbound_event(
-        &format!("evt_{id}"),
-        &format!("cnv_{id}"),
-        "S",
-        "B",
-    ))
-    .unwrap();
-    rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body))
+    post_inbound(rt, &reqwest::Client::new(), d, id)
         .status()
         .as_u16()
 }

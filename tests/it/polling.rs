@@ -301,12 +301,7 @@ fn a_rejected_token_stops_polling_with_a_clear_error_and_webhooks_keep_working()
 
     let rt = runtime();
     let client = reqwest::Client::new();
-    let body = serde_json::to_vec(&inbound_event("evt_auth_w", "cnv_auth_w", "S", "B")).unwrap();
-    assert_eq!(
-        rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body))
-            .status(),
-        200
-    );
+    assert_eq!(post_inbound(&rt, &client, &d, "auth_w").status(), 200);
     wait_lines(&d, 1, 10);
     let status: Value = d.status();
     assert!(

@@ -318,13 +318,7 @@ fn concurrent_webhooks_share_commits_and_all_land_once() {
             let client = client.clone();
             let url = url.clone();
             tasks.push(tokio::spawn(async move {
-                let body = serde_json::to_vec(&inbound_event(
-                    &format!("evt_c{i}"),
-                    &format!("cnv_c{i}"),
-                    "S",
-                    "B",
-                ))
-                .unwrap();
+                let body = inbound_body(&format!("c{i}"));
                 post_rule(&client, &url, &body).await.status().as_u16()
             }));
         }
@@ -362,18 +356,8 @@ fn jsonl_sink_does_not_write_again_after_a_kill_before_the_outbox_delete() {
             TestDaemon::start_existing(dir.path())
         };
         for i in 0..40 {
-            let body = serde_json::to_vec(&inbound_event(
-                &format!("evt_k{round}_{i}"),
-                &format!("cnv_k{round}_{i}"),
-                "S",
-                "B",
-            ))
-            .unwrap();
-            assert_eq!(
-                rt.block_on(post_rule(&client, &d.webhook_url("acme"), &body))
-                    .status(),
-                200
-            );
+            let id = format!("k{round}_{i}");
+            assert_eq!(post_inbound(&rt, &client, &d, &id).status(), 200);
         }
         d.kill9();
     }
