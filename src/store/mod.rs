@@ -302,7 +302,7 @@ impl Store {
             })?;
         let db = Arc::new(db);
         let start = log_start(&db).map_err(|e| open_err(e.to_string()))?;
-        let (wal, back) = Wal::open(path, start)?;
+        let (wal, found) = Wal::open(path, start)?;
         let path = Arc::new(path.to_path_buf());
         let store = Store {
             wal: Arc::new(WalHandle {
@@ -313,7 +313,7 @@ impl Store {
             db,
             path,
         };
-        store.recover(back)?;
+        store.recover(found)?;
         store.init_schema()?;
         Ok(store)
     }
@@ -329,8 +329,8 @@ impl Store {
 
     /// Applies what the redo log holds beyond the last checkpoint (after a crash), as one
     /// checkpoint; a clean close leaves nothing to do.
-    fn recover(&self, back: wal::ReadBack) -> Result<(), StoreError> {
-        if back.torn {
+    fn recover(&self, found: wal::Found) -> Result<(), StoreError> {
+        if found.torn {
             // Only a record whose write never completed is torn, and its caller was never
             // answered.
             tracing::warn!(
@@ -338,18 +338,21 @@ impl Store {
                 "redo log ends in a torn record; it was never acknowledged and is dropped"
             );
         }
-        if back.records.is_empty() {
+        if found.records == 0 {
             return Ok(());
         }
         let mut wal = self.wal.lock();
         let txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
-        wal::replay(&txn, &self.path, &back.records)?;
+        {
+            let mut replayer = wal::Replayer::new(&txn, &self.path)?;
+            wal.replay(|seq, body| replayer.apply(seq, body))?;
+        }
         store_log_start(&txn, wal.start_after_checkpoint()).map_err(|e| self.db_err(e))?;
         txn.commit().map_err(|e| self.db_err(e))?;
         wal.emptied();
         tracing::info!(
             state = %self.path.display(),
-            commits = back.records.len(),
+            commits = found.records,
             "replayed the redo log of an unclean shutdown"
         );
         Ok(())
@@ -2252,7 +2255,7 @@ mod tests {
     /// How many records of the redo log of the (closed) state file at `path` an open would
     /// replay.
     fn replayable(path: &Path) -> usize {
-        Wal::open(path, stored_start(path)).unwrap().1.records.len()
+        Wal::open(path, stored_start(path)).unwrap().1.records
     }
 
     #[test]

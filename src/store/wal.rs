@@ -235,6 +235,8 @@ pub struct Wal {
     path: PathBuf,
     /// Bytes of the records written since the last checkpoint; the next record goes here.
     len: u64,
+    /// The sequence number the records found on open start at (`None`: any).
+    first: Option<u64>,
     /// The file's size: what lies beyond `len` was written before (zeros or old records),
     /// so writing there changes no size or block map.
     allocated: u64,
@@ -258,24 +260,36 @@ pub fn path_for(state: &Path) -> PathBuf {
 }
 
 /// One record read back: its sequence number and body.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub seq: u64,
     pub body: Vec<u8>,
 }
 
-/// What reading the log found.
-#[derive(Debug, Default)]
-pub struct ReadBack {
-    pub records: Vec<Record>,
+/// What reading the log found, without the records themselves.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Found {
+    /// Whole records that follow the last checkpoint.
+    pub records: usize,
+    /// The sequence number of the last of them.
+    pub last_seq: Option<u64>,
     /// Reading stopped at a record that carries the next sequence number but is cut short
     /// or fails its CRC: one whose write a crash interrupted.
     pub torn: bool,
-    /// Reading stopped because `bytes` ended inside a record (more of the file may hold
+    /// Reading stopped because the bytes ended inside a record (more of the file may hold
     /// the rest).
     incomplete: bool,
     /// Bytes of the whole records read.
     bytes: u64,
+}
+
+/// The records at the start of some bytes, and what reading them found.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    pub records: Vec<Record>,
+    pub found: Found,
 }
 
 fn crc(seq: u64, body: &[u8]) -> u32 {
@@ -286,21 +300,25 @@ fn crc(seq: u64, body: &[u8]) -> u32 {
     h.finalize()
 }
 
-/// The log's records at the start of `bytes`, in order: the first must carry `first` (any
-/// number when `None`, for a store no checkpoint has told where its log starts) and each
-/// the number one above the record before it. Stops at the first header that does not
-/// follow (zeros, an older record, the end) or a record that is incomplete or fails its
-/// CRC.
-pub fn read_records(bytes: &[u8], first: Option<u64>) -> ReadBack {
-    let mut back = ReadBack::default();
+/// Hands `each` the log's records at the start of `bytes`, in order: the first must carry
+/// `first` (any number when `None`, for a store no checkpoint has told where its log
+/// starts) and each the number one above the record before it. Stops at the first header
+/// that does not follow (zeros, an older record, the end) or a record that is incomplete
+/// or fails its CRC.
+fn scan<E>(
+    bytes: &[u8],
+    first: Option<u64>,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<Found, E> {
+    let mut found = Found::default();
     let mut expected = first;
     let mut at = 0usize;
     loop {
         let Some(header) = bytes.get(at..at + HEADER_BYTES) else {
             let rest = bytes.get(at..).unwrap_or_default();
-            back.incomplete = !rest.is_empty();
+            found.incomplete = !rest.is_empty();
             // A header cut short by the end of the file; zeros there are only the file's end.
-            back.torn = rest.iter().any(|&b| b != 0);
+            found.torn = rest.iter().any(|&b| b != 0);
             break;
         };
         let word = |r: std::ops::Range<usize>| header.get(r).unwrap_or_default();
@@ -311,28 +329,57 @@ pub fn read_records(bytes: &[u8], first: Option<u64>) -> ReadBack {
             break;
         }
         let Some(body) = bytes.get(at + HEADER_BYTES..at + HEADER_BYTES + len) else {
-            back.incomplete = true;
-            back.torn = true;
+            found.incomplete = true;
+            found.torn = true;
             break;
         };
         if crc(seq, body) != sum {
-            back.torn = true;
+            found.torn = true;
             break;
         }
-        back.records.push(Record {
-            seq,
-            body: body.to_vec(),
-        });
+        each(seq, body)?;
+        found.records += 1;
+        found.last_seq = Some(seq);
         expected = Some(seq.wrapping_add(1));
         at += HEADER_BYTES + len;
     }
-    back.bytes = at as u64;
-    back
+    found.bytes = at as u64;
+    Ok(found)
 }
 
-/// [`read_records`] over the file, read in [`READ_BYTES`] pieces as far as records go.
-fn read_file(file: &File, size: u64, first: Option<u64>) -> std::io::Result<ReadBack> {
-    let mut out = ReadBack::default();
+/// The log's records at the start of `bytes` (see [`scan`]).
+#[cfg(test)]
+pub fn read_records(bytes: &[u8], first: Option<u64>) -> ReadBack {
+    let mut records = Vec::new();
+    let found = scan(bytes, first, |seq, body| {
+        records.push(Record {
+            seq,
+            body: body.to_vec(),
+        });
+        Ok::<(), std::convert::Infallible>(())
+    });
+    let found = match found {
+        Ok(found) => found,
+        Err(never) => match never {},
+    };
+    ReadBack { records, found }
+}
+
+/// Why reading the file stopped early: it could not be read, or `each` failed.
+enum ReadError<E> {
+    Io(std::io::Error),
+    Each(E),
+}
+
+/// [`scan`] over the first `size` bytes of the file, read in [`READ_BYTES`] pieces as far
+/// as records go, so that no more than a piece (or the largest record) is in memory.
+fn read_file<E>(
+    file: &File,
+    size: u64,
+    first: Option<u64>,
+    mut each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+) -> Result<Found, ReadError<E>> {
+    let mut out = Found::default();
     // The bytes not yet read as records; `base` is where they start in the file.
     let mut pending: Vec<u8> = Vec::new();
     let mut base = 0u64;
@@ -341,19 +388,21 @@ fn read_file(file: &File, size: u64, first: Option<u64>) -> std::io::Result<Read
         let end = (base + pending.len() as u64 + READ_BYTES as u64).min(size);
         let from = pending.len();
         pending.resize((end - base) as usize, 0);
-        file.read_exact_at(&mut pending[from..], base + from as u64)?;
-        let back = read_records(&pending, expected);
-        if let Some(last) = back.records.last() {
-            expected = Some(last.seq.wrapping_add(1));
+        file.read_exact_at(&mut pending[from..], base + from as u64)
+            .map_err(ReadError::Io)?;
+        let found = scan(&pending, expected, &mut each).map_err(ReadError::Each)?;
+        if let Some(last) = found.last_seq {
+            expected = Some(last.wrapping_add(1));
+            out.last_seq = Some(last);
         }
-        out.records.extend(back.records);
-        out.bytes += back.bytes;
-        pending.drain(..back.bytes as usize);
-        base += back.bytes;
+        out.records += found.records;
+        out.bytes += found.bytes;
+        pending.drain(..found.bytes as usize);
+        base += found.bytes;
         // Read on only while the reader ran out of bytes inside a record.
-        if !back.incomplete || end >= size {
-            out.torn = back.torn;
-            out.incomplete = back.incomplete;
+        if !found.incomplete || end >= size {
+            out.torn = found.torn;
+            out.incomplete = found.incomplete;
             return Ok(out);
         }
     }
@@ -390,7 +439,7 @@ fn random_start() -> u64 {
 impl Wal {
     /// Opens (or creates, mode 0600) the log of `state` and reads the records that follow
     /// the state file's last checkpoint.
-    pub fn open(state: &Path, start: LogStart) -> Result<(Wal, ReadBack), WalError> {
+    pub fn open(state: &Path, start: LogStart) -> Result<(Wal, Found), WalError> {
         let path = path_for(state);
         let io = |source| WalError::Io {
             path: path.clone(),
@@ -418,25 +467,34 @@ impl Wal {
             LogStart::At(seq) => Some(seq),
             LogStart::Unrecorded | LogStart::NewState => None,
         };
-        let mut back = read_file(&file, allocated, first).map_err(io)?;
+        // A first pass checks the records and counts them; [`Wal::replay`] reads them again
+        // to apply them, so a long log is never held in memory whole.
+        let mut found = match read_file(&file, allocated, first, |_, _| {
+            Ok::<(), std::convert::Infallible>(())
+        }) {
+            Ok(found) => found,
+            Err(ReadError::Io(e)) => return Err(io(e)),
+            Err(ReadError::Each(never)) => match never {},
+        };
         if start == LogStart::NewState {
-            if !back.records.is_empty() {
+            if found.records > 0 {
                 tracing::warn!(
                     log = %path.display(),
-                    records = back.records.len(),
+                    records = found.records,
                     "the state file is new but its redo log holds records; they belong to a state file that is gone and are ignored"
                 );
             }
-            back = ReadBack::default();
+            found = Found::default();
         }
-        let next_seq = match (back.records.last(), start) {
-            (Some(last), _) => last.seq.wrapping_add(1),
+        let next_seq = match (found.last_seq, start) {
+            (Some(last), _) => last.wrapping_add(1),
             (None, LogStart::At(seq)) => seq,
             (None, _) => random_start(),
         };
         let wal = Wal {
             file,
-            len: back.bytes,
+            len: found.bytes,
+            first,
             allocated,
             path,
             next_seq,
@@ -445,7 +503,23 @@ impl Wal {
             appended: false,
             spare: Vec::new(),
         };
-        Ok((wal, back))
+        Ok((wal, found))
+    }
+
+    /// Hands `each` the records [`Wal::open`] found, in order, read from the file again in
+    /// pieces.
+    pub fn replay<E: From<WalError>>(
+        &self,
+        each: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        match read_file(&self.file, self.len, self.first, each) {
+            Ok(_) => Ok(()),
+            Err(ReadError::Each(e)) => Err(e),
+            Err(ReadError::Io(source)) => Err(E::from(WalError::Io {
+                path: self.path.clone(),
+                source,
+            })),
+        }
     }
 
     /// An empty capture for the next transaction: room for the header, filled in by
@@ -556,35 +630,52 @@ impl Wal {
         self.appended = false;
         self.len = 0;
         self.next_seq = self.start_after_checkpoint;
+        self.first = Some(self.next_seq);
         self.start_after_checkpoint = random_start();
     }
 }
 
-/// Applies the changes of `records`, in order, to the tables of `txn`.
-pub fn replay(
-    txn: &redb::WriteTransaction,
-    path: &Path,
-    records: &[Record],
-) -> Result<(), super::StoreError> {
-    let db_err = |e: &dyn std::fmt::Display| super::db_err(path, e);
-    let mut seen = txn.open_table(SEEN_EVENTS).map_err(|e| db_err(&e))?;
-    let mut conversations = txn.open_table(CONVERSATIONS).map_err(|e| db_err(&e))?;
-    let mut outbox = txn.open_table(OUTBOX).map_err(|e| db_err(&e))?;
-    let mut dead_letters = txn.open_table(DEAD_LETTERS).map_err(|e| db_err(&e))?;
-    let mut counters = txn.open_table(COUNTERS).map_err(|e| db_err(&e))?;
-    let mut cursors = txn.open_table(CURSORS).map_err(|e| db_err(&e))?;
-    let mut pending = txn.open_table(PENDING_PREVIEWS).map_err(|e| db_err(&e))?;
-    let mut oauth = txn.open_table(OAUTH_GRANTS).map_err(|e| db_err(&e))?;
-    let wal_path = path_for(path);
-    for record in records {
+/// Applies records, in order, to the tables of one write transaction.
+pub struct Replayer<'t> {
+    seen: Table<'t, &'static str, u64>,
+    conversations: Table<'t, &'static str, &'static [u8]>,
+    outbox: Table<'t, (&'static str, u64), &'static [u8]>,
+    dead_letters: Table<'t, (&'static str, u64), &'static [u8]>,
+    counters: Table<'t, &'static str, u64>,
+    cursors: Table<'t, &'static str, &'static [u8]>,
+    pending: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    oauth: Table<'t, &'static str, &'static [u8]>,
+    wal_path: PathBuf,
+    state_path: &'t Path,
+}
+
+impl<'t> Replayer<'t> {
+    pub fn new(txn: &'t redb::WriteTransaction, path: &'t Path) -> Result<Self, super::StoreError> {
+        let db_err = |e: &dyn std::fmt::Display| super::db_err(path, e);
+        Ok(Replayer {
+            seen: txn.open_table(SEEN_EVENTS).map_err(|e| db_err(&e))?,
+            conversations: txn.open_table(CONVERSATIONS).map_err(|e| db_err(&e))?,
+            outbox: txn.open_table(OUTBOX).map_err(|e| db_err(&e))?,
+            dead_letters: txn.open_table(DEAD_LETTERS).map_err(|e| db_err(&e))?,
+            counters: txn.open_table(COUNTERS).map_err(|e| db_err(&e))?,
+            cursors: txn.open_table(CURSORS).map_err(|e| db_err(&e))?,
+            pending: txn.open_table(PENDING_PREVIEWS).map_err(|e| db_err(&e))?,
+            oauth: txn.open_table(OAUTH_GRANTS).map_err(|e| db_err(&e))?,
+            wal_path: path_for(path),
+            state_path: path,
+        })
+    }
+
+    /// Applies the changes of record `seq`.
+    pub fn apply(&mut self, seq: u64, body: &[u8]) -> Result<(), super::StoreError> {
         let malformed = |message: &str| {
             super::StoreError::Wal(WalError::Malformed {
-                path: wal_path.clone(),
-                seq: record.seq,
+                path: self.wal_path.clone(),
+                seq,
                 message: message.to_string(),
             })
         };
-        let mut rest = record.body.as_slice();
+        let mut rest = body;
         while !rest.is_empty() {
             let (op, table, key, value);
             (op, table, key, rest) = take_op(rest).ok_or_else(|| malformed("truncated change"))?;
@@ -597,8 +688,8 @@ pub fn replay(
             }
             let Some(id) = TableId::from_u8(table) else {
                 return Err(super::StoreError::Wal(WalError::UnknownTable {
-                    path: wal_path.clone(),
-                    seq: record.seq,
+                    path: self.wal_path.clone(),
+                    seq,
                     table,
                 }));
             };
@@ -608,22 +699,22 @@ pub fn replay(
                 value,
             };
             let applied = match id {
-                TableId::Seen => change.apply(&mut seen),
-                TableId::Conversations => change.apply(&mut conversations),
-                TableId::Outbox => change.apply(&mut outbox),
-                TableId::DeadLetters => change.apply(&mut dead_letters),
-                TableId::Counters => change.apply(&mut counters),
-                TableId::Cursors => change.apply(&mut cursors),
-                TableId::PendingPreviews => change.apply(&mut pending),
-                TableId::OAuthGrants => change.apply(&mut oauth),
+                TableId::Seen => change.apply(&mut self.seen),
+                TableId::Conversations => change.apply(&mut self.conversations),
+                TableId::Outbox => change.apply(&mut self.outbox),
+                TableId::DeadLetters => change.apply(&mut self.dead_letters),
+                TableId::Counters => change.apply(&mut self.counters),
+                TableId::Cursors => change.apply(&mut self.cursors),
+                TableId::PendingPreviews => change.apply(&mut self.pending),
+                TableId::OAuthGrants => change.apply(&mut self.oauth),
             };
             applied.map_err(|e| match e {
-                Applied::Storage(e) => db_err(&e),
+                Applied::Storage(e) => super::db_err(self.state_path, e),
                 Applied::Width(what) => malformed(what),
             })?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 fn take_bytes(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -710,8 +801,8 @@ mod tests {
             back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
             [41, 42, 43]
         );
-        assert!(!back.torn && !back.incomplete);
-        assert_eq!(back.bytes, log_of(3, 41).len() as u64);
+        assert!(!back.found.torn && !back.found.incomplete);
+        assert_eq!(back.found.bytes, log_of(3, 41).len() as u64);
         let (op, table, key, rest) = take_op(&back.records[1].body).unwrap();
         assert_eq!((op, table, key), (PUT, TableId::Cursors as u8, &b"k1"[..]));
         let (value, rest) = take_bytes(rest).unwrap();
@@ -730,11 +821,11 @@ mod tests {
         bytes.extend_from_slice(&[0; 64]);
         let back = read_records(&bytes, Some(5));
         assert_eq!(back.records.len(), 2);
-        assert_eq!(back.bytes, live);
-        assert!(!back.torn, "an older record is not a torn one");
+        assert_eq!(back.found.bytes, live);
+        assert!(!back.found.torn, "an older record is not a torn one");
         // A checkpoint stored another start: none of it is the log.
         let back = read_records(&bytes, Some(7));
-        assert!(back.records.is_empty() && !back.torn);
+        assert!(back.records.is_empty() && !back.found.torn);
         // Without a stored start (an older build's file), any first number goes.
         assert_eq!(read_records(&bytes, None).records.len(), 2);
     }
@@ -752,7 +843,25 @@ mod tests {
         // A changed byte in the body (not the header) is a torn record.
         let mut damaged = bytes.clone();
         damaged[one + HEADER_BYTES + 1] ^= 0x01;
-        assert!(read_records(&damaged, Some(0)).torn);
+        assert!(read_records(&damaged, Some(0)).found.torn);
+    }
+
+    /// The records `wal` found on open, as [`Wal::replay`] hands them out.
+    fn replayed(wal: &Wal) -> Vec<Record> {
+        let mut records = Vec::new();
+        wal.replay(|seq, body| {
+            records.push(Record {
+                seq,
+                body: body.to_vec(),
+            });
+            Ok::<(), WalError>(())
+        })
+        .unwrap();
+        records
+    }
+
+    fn seqs(records: &[Record]) -> Vec<u64> {
+        records.iter().map(|r| r.seq).collect()
     }
 
     /// `n` records of one change each, appended to `wal`.
@@ -768,8 +877,8 @@ mod tests {
     fn appends_survive_reopen_and_a_torn_tail_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("s.redb");
-        let (mut wal, back) = Wal::open(&state, LogStart::At(100)).unwrap();
-        assert!(back.records.is_empty());
+        let (mut wal, found) = Wal::open(&state, LogStart::At(100)).unwrap();
+        assert_eq!(found.records, 0);
         append_n(&mut wal, 3);
         let end = wal.len;
         drop(wal);
@@ -781,12 +890,9 @@ mod tests {
         bytes[end as usize..end as usize + 25].copy_from_slice(&fourth[..25]);
         std::fs::write(path_for(&state), &bytes).unwrap();
 
-        let (mut wal, back) = Wal::open(&state, LogStart::At(100)).unwrap();
-        assert_eq!(
-            back.records.iter().map(|r| r.seq).collect::<Vec<_>>(),
-            [100, 101, 102]
-        );
-        assert!(back.torn);
+        let (mut wal, found) = Wal::open(&state, LogStart::At(100)).unwrap();
+        assert_eq!(seqs(&replayed(&wal)), [100, 101, 102]);
+        assert!(found.torn);
         // The next record overwrites the torn one and follows record 102.
         append_n(&mut wal, 1);
         let back = read_records(&std::fs::read(path_for(&state)).unwrap(), Some(100));
@@ -800,12 +906,13 @@ mod tests {
         wal.emptied();
         append_n(&mut wal, 1);
         drop(wal);
-        let (_, back) = Wal::open(&state, LogStart::At(start)).unwrap();
-        assert_eq!(back.records.len(), 1);
-        assert_eq!(back.records[0].seq, start);
-        assert!(!back.torn);
-        let (_, back) = Wal::open(&state, LogStart::At(100)).unwrap();
-        assert!(back.records.is_empty());
+        let (wal, found) = Wal::open(&state, LogStart::At(start)).unwrap();
+        assert_eq!(found.records, 1);
+        assert_eq!(seqs(&replayed(&wal)), [start]);
+        assert!(!found.torn);
+        let (wal, found) = Wal::open(&state, LogStart::At(100)).unwrap();
+        assert_eq!(found.records, 0);
+        assert!(replayed(&wal).is_empty());
     }
 
     #[test]
@@ -815,10 +922,10 @@ mod tests {
         let (mut wal, _) = Wal::open(&state, LogStart::At(0)).unwrap();
         append_n(&mut wal, 2);
         drop(wal);
-        let (_, back) = Wal::open(&state, LogStart::NewState).unwrap();
-        assert!(back.records.is_empty());
-        let (_, back) = Wal::open(&state, LogStart::Unrecorded).unwrap();
-        assert_eq!(back.records.len(), 2);
+        let (_, found) = Wal::open(&state, LogStart::NewState).unwrap();
+        assert_eq!(found.records, 0);
+        let (_, found) = Wal::open(&state, LogStart::Unrecorded).unwrap();
+        assert_eq!(found.records, 2);
     }
 
     #[test]
@@ -836,11 +943,14 @@ mod tests {
         let end = wal.len;
         drop(wal);
         assert!(std::fs::metadata(path_for(&state)).unwrap().len() > 2 * GROW_BYTES);
-        let (wal, back) = Wal::open(&state, LogStart::At(9)).unwrap();
-        assert_eq!(back.records.len(), 208);
-        assert_eq!(back.records[7].seq, 16);
+        let (wal, found) = Wal::open(&state, LogStart::At(9)).unwrap();
+        assert_eq!(found.records, 208);
         assert_eq!(wal.len, end);
-        assert!(!back.torn);
+        assert!(!found.torn);
+        let records = replayed(&wal);
+        assert_eq!(seqs(&records), (9..217).collect::<Vec<_>>());
+        assert_eq!(records[7].body.len(), 2 + 4 + 1 + 4 + 300_000);
+        assert!(records[7].body.ends_with(&[7; 100]));
     }
 
     #[test]
@@ -870,9 +980,9 @@ mod tests {
             let whole = read_records(&bytes, Some(7));
             proptest::prop_assert_eq!(&back.records[..], &whole.records[..back.records.len()]);
             let kept: usize = back.records.iter().map(|r| HEADER_BYTES + r.body.len()).sum();
-            proptest::prop_assert_eq!(kept as u64, back.bytes);
+            proptest::prop_assert_eq!(kept as u64, back.found.bytes);
             // Bytes left after the last whole record are a torn record.
-            proptest::prop_assert_eq!(back.torn, (kept as u64) < cut as u64);
+            proptest::prop_assert_eq!(back.found.torn, (kept as u64) < cut as u64);
         }
 
         #[test]
@@ -889,7 +999,7 @@ mod tests {
             bytes[..newer.len()].copy_from_slice(&newer);
             let back = read_records(&bytes, Some(new_start));
             proptest::prop_assert_eq!(back.records.len() as u64, new);
-            proptest::prop_assert!(!back.torn);
+            proptest::prop_assert!(!back.found.torn);
         }
     }
 }
