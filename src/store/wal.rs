@@ -15,9 +15,10 @@
 //! log, and when the store is closed. In the same commit it stores where the log starts
 //! next (`wal_start` in the meta table): a new random sequence number, which the first
 //! record after the checkpoint carries, written at the log's first byte. After a crash,
-//! redb reopens at its last checkpoint and [`replay`] applies the records that follow it,
-//! in order: the run of records at the start of the file whose first carries `wal_start`
-//! and each the number one above the record before it.
+//! redb reopens at its last checkpoint and [`Wal::replay`] applies the records that follow
+//! it, in order: the run of records at the start of the file whose first carries
+//! `wal_start` and each the number one above the record before it. The log is read in
+//! pieces, twice (checked and counted on open, then applied), never held whole in memory.
 //!
 //! The file is not cut at a checkpoint but written over: it grows in [`GROW_BYTES`] steps of
 //! zeros, written once, so that appending a record changes no file size or block map and
