@@ -46,7 +46,7 @@ use super::tables::*;
 /// Log bytes after which the next write is a checkpoint. Bounds the log file, and the
 /// replay after a crash (at most this much to read and apply before the daemon is ready),
 /// when [`CHECKPOINT_EVERY`] does not come first. A checkpoint stalls the writer while redb
-/// writes out every page buffered since the last one (30-45 ms at saturation), so this is
+/// writes out every page buffered since the last one (20-50 ms at saturation), so this is
 /// set above a second of log at the highest rate measured (about 18,000 webhooks/s, 30 MB):
 /// at 16 MiB, saturation took two checkpoints a second (BENCHMARKS.md).
 pub const CHECKPOINT_BYTES: u64 = 64 << 20;
@@ -373,7 +373,8 @@ enum ReadError<E> {
 }
 
 /// [`scan`] over the first `size` bytes of the file, read in [`READ_BYTES`] pieces as far
-/// as records go, so that no more than a piece (or the largest record) is in memory.
+/// as records go, so that no more than a piece (or the largest record) is in memory. A
+/// header whose length was damaged is read on to the length it claims, at most `size`.
 fn read_file<E>(
     file: &File,
     size: u64,
@@ -847,6 +848,14 @@ mod tests {
         assert!(read_records(&damaged, Some(0)).found.torn);
     }
 
+    /// A log beside a state file that does not exist yet, starting at `start`.
+    fn new_log(start: u64) -> (tempfile::TempDir, PathBuf, Wal, Found) {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("s.redb");
+        let (wal, found) = Wal::open(&state, LogStart::At(start)).unwrap();
+        (dir, state, wal, found)
+    }
+
     /// The records `wal` found on open, as [`Wal::replay`] hands them out.
     fn replayed(wal: &Wal) -> Vec<Record> {
         let mut records = Vec::new();
@@ -876,9 +885,7 @@ mod tests {
 
     #[test]
     fn appends_survive_reopen_and_a_torn_tail_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.redb");
-        let (mut wal, found) = Wal::open(&state, LogStart::At(100)).unwrap();
+        let (_dir, state, mut wal, found) = new_log(100);
         assert_eq!(found.records, 0);
         append_n(&mut wal, 3);
         let end = wal.len;
@@ -918,9 +925,7 @@ mod tests {
 
     #[test]
     fn a_log_beside_a_new_state_file_is_ignored() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.redb");
-        let (mut wal, _) = Wal::open(&state, LogStart::At(0)).unwrap();
+        let (_dir, state, mut wal, _) = new_log(0);
         append_n(&mut wal, 2);
         drop(wal);
         let (_, found) = Wal::open(&state, LogStart::NewState).unwrap();
@@ -931,9 +936,7 @@ mod tests {
 
     #[test]
     fn a_long_log_is_read_whole_in_pieces() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.redb");
-        let (mut wal, _) = Wal::open(&state, LogStart::At(9)).unwrap();
+        let (_dir, state, mut wal, _) = new_log(9);
         // Records larger than a piece and many small ones, across several growth steps.
         for i in 0..8u8 {
             let mut record = wal.capture();
@@ -956,9 +959,7 @@ mod tests {
 
     #[test]
     fn a_failed_commit_wipes_its_record() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = dir.path().join("s.redb");
-        let (mut wal, _) = Wal::open(&state, LogStart::At(0)).unwrap();
+        let (_dir, state, mut wal, _) = new_log(0);
         append_n(&mut wal, 2);
         let mut record = wal.capture();
         put_bytes(&mut record, TableId::Counters, b"x", &[0; 8]);
