@@ -9,6 +9,7 @@
 //!
 //! Only one process may open the file: redb locks it, and [`StoreError::AlreadyInUse`] says so.
 
+mod deferred;
 mod oauth;
 mod tables;
 mod wal;
@@ -26,6 +27,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use deferred::{Deferred, HELD_BYTES, Staged};
 pub use oauth::OAuthGrant;
 use tables::*;
 pub use wal::CHECKPOINT_EVERY;
@@ -144,12 +146,14 @@ pub struct Store {
     wal: Arc<WalHandle>,
 }
 
-/// The redo log, shared by every clone of a [`Store`]; the last clone to go takes a
-/// checkpoint, so a cleanly closed state file needs no replay.
+/// The redo log, shared by every clone of a [`Store`], with the committed changes that are
+/// held out of redb until the next checkpoint; the last clone to go takes a checkpoint, so
+/// a cleanly closed state file needs no replay.
 struct WalHandle {
     db: Arc<Database>,
     path: Arc<PathBuf>,
     wal: Mutex<Wal>,
+    held: Mutex<Deferred>,
 }
 
 impl WalHandle {
@@ -160,26 +164,82 @@ impl WalHandle {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    fn held(&self) -> MutexGuard<'_, Deferred> {
+        lock_held(&self.held)
+    }
+}
+
+/// Locks what is held out of redb. It is only changed by whole `publish` or `clear` calls,
+/// which cannot stop halfway, so a lock poisoned by a panic elsewhere is still good.
+fn lock_held(held: &Mutex<Deferred>) -> MutexGuard<'_, Deferred> {
+    held.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The bytes redb stores for the outbox key `(sink, seq)`, as the redo log records them.
+fn outbox_key_bytes(sink: &str, seq: u64) -> Vec<u8> {
+    <(&str, u64) as redb::Value>::as_bytes(&(sink, seq))
+}
+
+/// Writes what is held out of redb into a checkpoint's transaction: the entries still
+/// queued (but those `staged` removed) and the counters (but those `overridden`, which the
+/// transaction writes itself).
+fn write_held(
+    held: &Deferred,
+    staged: &Staged,
+    overridden: &HashMap<String, u64>,
+    outbox: &mut Table<'_, (&'static str, u64), &'static [u8]>,
+    counters: &mut Table<'_, &'static str, u64>,
+) -> Result<(), redb::StorageError> {
+    for (sink, seq, json) in held.entries() {
+        if !staged.removed_held(sink, seq) {
+            outbox.insert((sink, seq), json)?;
+        }
+    }
+    for (key, value) in held.counters() {
+        if !overridden.contains_key(key) {
+            counters.insert(key, value)?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for WalHandle {
     fn drop(&mut self) {
         let mut wal = self.lock();
         if !wal.holds_records() {
+            // Only a logged commit holds anything out of redb.
+            debug_assert!(self.held().is_empty());
             return;
         }
         // A durable commit makes every earlier commit durable.
         let start = wal.start_after_checkpoint();
+        let mut held = lock_held(&self.held);
         let checkpoint = self
             .db
             .begin_write()
             .map_err(|e| e.to_string())
             .and_then(|txn| {
+                {
+                    let mut outbox = txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
+                    let mut counters = txn.open_table(COUNTERS).map_err(|e| e.to_string())?;
+                    write_held(
+                        &held,
+                        &Staged::default(),
+                        &HashMap::new(),
+                        &mut outbox,
+                        &mut counters,
+                    )
+                    .map_err(|e| e.to_string())?;
+                }
                 store_log_start(&txn, start).map_err(|e| e.to_string())?;
                 txn.commit().map_err(|e| e.to_string())
             });
         match checkpoint {
-            Ok(()) => wal.emptied(),
+            Ok(()) => {
+                wal.emptied();
+                held.clear();
+            }
             Err(error) => tracing::warn!(
                 state = %self.path.display(),
                 %error,
@@ -309,6 +369,7 @@ impl Store {
                 db: Arc::clone(&db),
                 path: Arc::clone(&path),
                 wal: Mutex::new(wal),
+                held: Mutex::new(Deferred::default()),
             }),
             db,
             path,
@@ -549,9 +610,10 @@ impl Store {
                 .map_err(|e| self.db_err(e))?;
         }
         let capture = (!checkpoint).then(|| wal.capture());
-        let mut t = Txn::new(&txn, &self.path, capture);
+        let mut t = Txn::new(&txn, &self.path, capture, &self.wal.held);
         let result = f(&mut t).and_then(|r| t.finish().map(|()| r));
         let capture = t.capture.take();
+        let staged = std::mem::take(&mut t.staged);
         // The open tables borrow the transaction; they close before it commits.
         drop(t);
         let r = match result {
@@ -567,8 +629,13 @@ impl Store {
                 store_log_start(&txn, wal.start_after_checkpoint()).map_err(|e| self.db_err(e))?;
                 txn.commit().map_err(|e| self.db_err(e))?;
                 wal.emptied();
+                // `Txn::finish` wrote all of it into this commit.
+                self.wal.held().clear();
             }
             Some(capture) if wal::is_empty(&capture) => {
+                // Every held change is recorded, so a transaction that recorded none held
+                // none.
+                debug_assert!(staged.is_empty());
                 wal.recycle(capture);
                 txn.commit().map_err(|e| self.db_err(e))?;
             }
@@ -581,45 +648,64 @@ impl Store {
                     wal.drop_last(record_bytes);
                     return Err(self.db_err(e));
                 }
+                // Its record is synced and its commit done: readers may see it now.
+                self.wal.held().publish(staged);
             }
         }
         Ok(r)
     }
 
-    /// Up to `limit` outbox entries of `sink`, oldest first.
+    /// Up to `limit` outbox entries of `sink`, oldest first: those held out of redb (see
+    /// `deferred`) and those in it.
     pub fn outbox_head(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
+        // Held entries first: a checkpoint writes them into redb before it forgets them, so
+        // in this order a checkpoint in between shows an entry twice (kept once), never
+        // not at all.
+        let mut entries = self.wal.held().head(sink, limit);
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(OUTBOX).map_err(|e| self.db_err(e))?;
-        let mut out = Vec::new();
+        let held = entries.len();
         for row in table
             .range((sink, 0u64)..=(sink, u64::MAX))
             .map_err(|e| self.db_err(e))?
+            .take(limit)
         {
-            if out.len() >= limit {
-                break;
-            }
             let (k, v) = row.map_err(|e| self.db_err(e))?;
-            let json = v.value().to_vec();
-            let key = OutboxKey::read(&json).map_err(|e| StoreError::Corrupt {
-                path: self.path.to_path_buf(),
-                table: "outbox_v1",
-                message: e.to_string(),
-            })?;
-            out.push(Delivery {
-                seq: k.value().1,
-                id: key.id,
-                revision: key.revision,
-                json,
-            });
+            entries.push((k.value().1, v.value().to_vec()));
         }
-        Ok(out)
+        if held > 0 && entries.len() > held {
+            // Two runs in seq order; an entry in both (a checkpoint in between) is kept once.
+            entries.sort_by_key(|(seq, _)| *seq);
+            entries.dedup_by_key(|(seq, _)| *seq);
+        }
+        entries.truncate(limit);
+        entries
+            .into_iter()
+            .map(|(seq, json)| {
+                let key = OutboxKey::read(&json).map_err(|e| StoreError::Corrupt {
+                    path: self.path.to_path_buf(),
+                    table: "outbox_v1",
+                    message: e.to_string(),
+                })?;
+                Ok(Delivery {
+                    seq,
+                    id: key.id,
+                    revision: key.revision,
+                    json,
+                })
+            })
+            .collect()
     }
 
     /// A counter's value (0 when never set).
     pub fn counter(&self, name: &str, scope: &str) -> Result<u64, StoreError> {
+        let key = compound(name, scope);
+        // Held first, for the same reason as in `outbox_head`.
+        if let Some(value) = self.wal.held().counter(&key) {
+            return Ok(value);
+        }
         let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
         let table = txn.open_table(COUNTERS).map_err(|e| self.db_err(e))?;
-        let key = compound(name, scope);
         Ok(table
             .get(key.as_str())
             .map_err(|e| self.db_err(e))?
@@ -819,6 +905,23 @@ pub struct Txn<'a> {
     scratch: Vec<u8>,
     /// The changes made so far, for the redo log; `None` in a checkpoint.
     capture: wal::Capture,
+    /// What is held out of redb since earlier commits (see `deferred`).
+    held: &'a Mutex<Deferred>,
+    /// This transaction's changes to it, published when it has committed.
+    staged: Staged,
+    /// True when new outbox entries and counter values are held out of redb: any
+    /// transaction but a checkpoint, which writes what is held into redb instead.
+    defer: bool,
+}
+
+/// Where [`Txn::remove_unwritten`] found an outbox entry.
+enum Unwritten {
+    /// Not held out of redb: look in redb.
+    NotHeld,
+    /// Removed, and its JSON when it was asked for.
+    Removed(Option<Vec<u8>>),
+    /// Already removed earlier in this transaction.
+    Gone,
 }
 
 /// The tables a [`Txn`] has opened so far. redb refuses to open a table twice at once, so
@@ -884,14 +987,22 @@ macro_rules! table_accessors {
 }
 
 impl<'a> Txn<'a> {
-    fn new(txn: &'a redb::WriteTransaction, path: &'a Path, capture: wal::Capture) -> Self {
+    fn new(
+        txn: &'a redb::WriteTransaction,
+        path: &'a Path,
+        capture: wal::Capture,
+        held: &'a Mutex<Deferred>,
+    ) -> Self {
         Txn {
             txn,
             path,
             tables: OpenTables::default(),
             counters: HashMap::new(),
             scratch: Vec::new(),
+            defer: capture.is_some(),
             capture,
+            held,
+            staged: Staged::default(),
         }
     }
 
@@ -906,20 +1017,76 @@ impl<'a> Txn<'a> {
         oauth_grants: OAUTH_GRANTS (OAuthGrants) => &'static str, &'static [u8];
     }
 
-    /// Writes what was kept in memory (sequence numbers, counters). Called once, before the
-    /// commit.
+    /// Writes what was kept in memory (sequence numbers, counters): into the redo log and
+    /// the staged changes, or, in a checkpoint, into redb together with everything held
+    /// out of it since the last checkpoint. Called once, before the commit.
     fn finish(&mut self) -> Result<(), StoreError> {
         let path = self.path;
         let counters = std::mem::take(&mut self.counters);
-        if !counters.is_empty() {
-            let mut table = self.counters_table()?;
-            for (key, value) in &counters {
-                table
-                    .insert(key.as_str(), *value)
-                    .map_err(|e| db_err(path, e))?;
+        if self.defer {
+            for (key, value) in counters {
+                wal::record_put(
+                    &mut self.capture,
+                    TableId::Counters,
+                    key.as_bytes(),
+                    &<u64 as redb::Value>::as_bytes(&value),
+                );
+                self.staged.set_counter(key, value);
             }
+            return Ok(());
+        }
+        let held = lock_held(self.held);
+        let staged = std::mem::take(&mut self.staged);
+        // Both tables at once: redb lets a transaction open a table once, and these slots
+        // are where this one keeps them.
+        let txn = self.txn;
+        let outbox = opened(&mut self.tables.outbox, txn, OUTBOX, path)?;
+        let table = opened(&mut self.tables.counters_table, txn, COUNTERS, path)?;
+        write_held(&held, &staged, &counters, outbox, table).map_err(|e| db_err(path, e))?;
+        for (key, value) in &counters {
+            table
+                .insert(key.as_str(), *value)
+                .map_err(|e| db_err(path, e))?;
         }
         Ok(())
+    }
+
+    /// A counter's committed value: held out of redb, or in it.
+    fn committed_counter(&mut self, key: &str) -> Result<Option<u64>, StoreError> {
+        if let Some(value) = lock_held(self.held).counter(key) {
+            return Ok(Some(value));
+        }
+        let path = self.path;
+        Ok(self
+            .counters_table()?
+            .get(key)
+            .map_err(|e| db_err(path, e))?
+            .map(|v| v.value()))
+    }
+
+    /// Removes the outbox entry `seq` of `sink` if it is not in redb (queued by this
+    /// transaction, or held since an earlier one), recording the removal.
+    fn remove_unwritten(&mut self, sink: &str, seq: u64, want_json: bool) -> Unwritten {
+        let found = if let Some(json) = self.staged.take_added(sink, seq) {
+            Unwritten::Removed(want_json.then_some(json))
+        } else if self.staged.removed_held(sink, seq) {
+            Unwritten::Gone
+        } else {
+            let json = match lock_held(self.held).entry(sink, seq) {
+                None => return Unwritten::NotHeld,
+                Some(json) => want_json.then(|| json.to_vec()),
+            };
+            self.staged.remove_held(sink, seq);
+            Unwritten::Removed(json)
+        };
+        if matches!(found, Unwritten::Removed(_)) {
+            wal::record_del(
+                &mut self.capture,
+                TableId::Outbox,
+                &outbox_key_bytes(sink, seq),
+            );
+        }
+        found
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -1074,17 +1241,27 @@ impl<'a> Txn<'a> {
         let key = compound(counters::OUTBOX_NEXT_SEQ, sink);
         let seq = match self.counters.get(&key) {
             Some(&seq) => seq,
-            None => self
-                .counters_table()?
-                .get(key.as_str())
-                .map_err(|e| db_err(path, e))?
-                .map(|v| v.value())
-                .unwrap_or(1),
+            None => self.committed_counter(&key)?.unwrap_or(1),
         };
         self.counters.insert(key, seq + 1);
-        self.outbox()?
-            .insert((sink, seq), highlight_json)
-            .map_err(|e| db_err(path, e))?;
+        let hold = self.defer
+            && lock_held(self.held).outbox_bytes()
+                + self.staged.added_bytes()
+                + highlight_json.len()
+                <= HELD_BYTES;
+        if hold {
+            wal::record_put(
+                &mut self.capture,
+                TableId::Outbox,
+                &outbox_key_bytes(sink, seq),
+                highlight_json,
+            );
+            self.staged.add(sink, seq, highlight_json);
+        } else {
+            self.outbox()?
+                .insert((sink, seq), highlight_json)
+                .map_err(|e| db_err(path, e))?;
+        }
         self.add_counter(counters::OUTBOX_DEPTH, sink, 1)?;
         Ok(seq)
     }
@@ -1093,8 +1270,18 @@ impl<'a> Txn<'a> {
     /// be repeated after a crash).
     pub fn ack(&mut self, sink: &str, seqs: &[u64]) -> Result<u64, StoreError> {
         let path = self.path;
-        let mut outbox = self.outbox()?;
         let mut removed = 0;
+        // A sink that keeps up acknowledges entries that are still held out of redb.
+        let mut in_redb = Vec::new();
+        for &seq in seqs {
+            match self.remove_unwritten(sink, seq, false) {
+                Unwritten::Removed(_) => removed += 1,
+                Unwritten::Gone => {}
+                Unwritten::NotHeld => in_redb.push(seq),
+            }
+        }
+        let seqs = in_redb.as_slice();
+        let mut outbox = self.outbox()?;
         let contiguous = seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
         match (seqs.first(), seqs.last()) {
             // A sink acknowledges the head it was handed: consecutive seqs, removed in one
@@ -1133,12 +1320,16 @@ impl<'a> Txn<'a> {
         now_ms: u64,
     ) -> Result<bool, StoreError> {
         let path = self.path;
-        let Some(json) = self
-            .outbox()?
-            .remove((sink, seq))
-            .map_err(|e| db_err(path, e))?
-            .map(|v| v.value().to_vec())
-        else {
+        let json = match self.remove_unwritten(sink, seq, true) {
+            Unwritten::Removed(json) => json,
+            Unwritten::Gone => None,
+            Unwritten::NotHeld => self
+                .outbox()?
+                .remove((sink, seq))
+                .map_err(|e| db_err(path, e))?
+                .map(|v| v.value().to_vec()),
+        };
+        let Some(json) = json else {
             return Ok(false);
         };
         let letter = DeadLetter {
@@ -1334,14 +1525,7 @@ impl<'a> Txn<'a> {
         let key = compound(name, scope);
         let value = match self.counters.get(&key) {
             Some(&v) => v,
-            None => {
-                let path = self.path;
-                self.counters_table()?
-                    .get(key.as_str())
-                    .map_err(|e| db_err(path, e))?
-                    .map(|v| v.value())
-                    .unwrap_or(0)
-            }
+            None => self.committed_counter(&key)?.unwrap_or(0),
         };
         self.counters.insert(key, op(value, n));
         Ok(())
@@ -1871,16 +2055,19 @@ mod tests {
         assert_eq!(store.counter(counters::DEAD_LETTERS, "a").unwrap(), 1);
     }
 
-    fn reject(store: &Store, sink: &str, seq: u64) {
-        let rejection = Rejection {
+    fn rejection() -> Rejection {
+        Rejection {
             error: "rejected with 400".into(),
             status: Some(400),
             body_excerpt: None,
             attempts: 1,
-        };
+        }
+    }
+
+    fn reject(store: &Store, sink: &str, seq: u64) {
         assert!(
             store
-                .write(|t| t.dead_letter(sink, seq, &rejection, 1))
+                .write(|t| t.dead_letter(sink, seq, &rejection(), 1))
                 .unwrap()
         );
     }
@@ -2326,6 +2513,124 @@ mod tests {
         let store = Store::open(&crashed).unwrap();
         assert_eq!(store.outbox_depth("jsonl").unwrap(), 0);
         assert_eq!(store.seen_events().unwrap(), 0);
+    }
+
+    /// The outbox entries of `sink` and the counter `key` as redb itself has them now,
+    /// leaving out what is held in memory.
+    fn in_redb(store: &Store, sink: &str, key: &str) -> (Vec<u64>, Option<u64>) {
+        let txn = store.db.begin_read().unwrap();
+        let outbox = txn.open_table(OUTBOX).unwrap();
+        let seqs = outbox
+            .range((sink, 0u64)..=(sink, u64::MAX))
+            .unwrap()
+            .map(|row| row.unwrap().0.value().1)
+            .collect();
+        let counters = txn.open_table(COUNTERS).unwrap();
+        let value = counters.get(key).unwrap().map(|v| v.value());
+        (seqs, value)
+    }
+
+    #[test]
+    fn entries_acknowledged_between_checkpoints_never_reach_redb() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let depth = compound(counters::OUTBOX_DEPTH, "a");
+        for i in 1..=3 {
+            store
+                .write(|t| t.enqueue("a", &highlight_json(&format!("s:c{i}"), 1)))
+                .unwrap();
+        }
+        store.write(|t| t.ack("a", &[1, 2])).unwrap();
+        // Committed and readable, but redb has none of it yet.
+        assert_eq!(in_redb(&store, "a", &depth), (vec![], None));
+        let head = store.outbox_head("a", 10).unwrap();
+        assert_eq!(head.iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(store.outbox_depth("a").unwrap(), 1);
+        assert_eq!(store.counter(counters::DELIVERED, "a").unwrap(), 2);
+        // A checkpoint writes what is left, once; the head still shows it once.
+        store.write_durable(|_| Ok(())).unwrap();
+        assert_eq!(in_redb(&store, "a", &depth), (vec![3], Some(1)));
+        assert!(store.wal.held().is_empty());
+        let head = store.outbox_head("a", 10).unwrap();
+        assert_eq!(head.iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
+        // An entry in redb and one held, acknowledged together.
+        store
+            .write(|t| t.enqueue("a", &highlight_json("s:c4", 1)))
+            .unwrap();
+        assert_eq!(store.write(|t| t.ack("a", &[3, 4, 4, 9])).unwrap(), 2);
+        assert_eq!(store.outbox_depth("a").unwrap(), 0);
+        assert_eq!(store.counter(counters::DELIVERED, "a").unwrap(), 4);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(in_redb(&store, "a", &depth), (vec![], Some(0)));
+        assert_eq!(store.counter(counters::DELIVERED, "a").unwrap(), 4);
+        assert_eq!(
+            store
+                .write(|t| t.enqueue("a", &highlight_json("s:c5", 1)))
+                .unwrap(),
+            5,
+            "the next seq survived the close"
+        );
+    }
+
+    #[test]
+    fn past_the_held_limit_entries_go_to_redb_and_the_head_keeps_seq_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        let padding = "x".repeat(HELD_BYTES / 4);
+        let big = |i: u64| {
+            let mut json = highlight_json(&format!("s:c{i}"), 1);
+            json.pop();
+            json.extend_from_slice(format!(r#","pad":"{padding}"}}"#).as_bytes());
+            json
+        };
+        for i in 1..=5 {
+            store.write(|t| t.enqueue("a", &big(i))).unwrap();
+        }
+        let (in_db, _) = in_redb(&store, "a", "");
+        assert_eq!(in_db, [4, 5], "the first three fit under the limit");
+        assert!(store.wal.held().outbox_bytes() <= HELD_BYTES);
+        let head = store.outbox_head("a", 10).unwrap();
+        assert_eq!(
+            head.iter().map(|d| d.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(head[3].json, big(4));
+        let head = store.outbox_head("a", 2).unwrap();
+        assert_eq!(head.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2]);
+        // A crash now: the log brings back both kinds.
+        let crashed = dir.path().join("crashed.redb");
+        crash_copy(&path, &crashed, true);
+        assert_eq!(store.write(|t| t.ack("a", &[1, 2, 3, 4, 5])).unwrap(), 5);
+        assert!(store.outbox_head("a", 10).unwrap().is_empty());
+        drop(store);
+        let recovered = Store::open(&crashed).unwrap();
+        let head = recovered.outbox_head("a", 10).unwrap();
+        assert_eq!(
+            head.iter().map(|d| d.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(recovered.outbox_depth("a").unwrap(), 5);
+    }
+
+    #[test]
+    fn a_held_entry_can_be_dead_lettered_in_the_transaction_that_queued_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let moved = store
+            .write(|t| {
+                let seq = t.enqueue("a", &highlight_json("s:c1", 1))?;
+                let first = t.dead_letter("a", seq, &rejection(), 5)?;
+                let again = t.dead_letter("a", seq, &rejection(), 5)?;
+                Ok((first, again))
+            })
+            .unwrap();
+        assert_eq!(moved, (true, false));
+        assert!(store.outbox_head("a", 10).unwrap().is_empty());
+        assert_eq!(store.outbox_depth("a").unwrap(), 0);
+        assert_eq!(store.dead_letters("a").unwrap().len(), 1);
     }
 
     #[test]

@@ -136,6 +136,21 @@ fn del_bytes(buf: &mut Vec<u8>, table: TableId, key: &[u8]) {
     buf.extend_from_slice(key);
 }
 
+/// Records "key `key` of `table` is now `value`" for a change made outside redb (see
+/// `deferred`); nothing in a checkpoint, which needs no record.
+pub fn record_put(capture: &mut Capture, table: TableId, key: &[u8], value: &[u8]) {
+    if let Some(buf) = capture {
+        put_bytes(buf, table, key, value);
+    }
+}
+
+/// Records "key `key` of `table` is gone" for a change made outside redb.
+pub fn record_del(capture: &mut Capture, table: TableId, key: &[u8]) {
+    if let Some(buf) = capture {
+        del_bytes(buf, table, key);
+    }
+}
+
 /// A table of a write transaction whose changes are also recorded in the transaction's
 /// capture. Reads go to the table (`Deref`); the only ways to change it are the methods
 /// here, so no change can miss the log.
