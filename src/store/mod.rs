@@ -614,6 +614,7 @@ impl Store {
         let result = f(&mut t).and_then(|r| t.finish().map(|()| r));
         let capture = t.capture.take();
         let staged = std::mem::take(&mut t.staged);
+        let changed_redb = t.changed_redb;
         // The open tables borrow the transaction; they close before it commits.
         drop(t);
         let r = match result {
@@ -633,18 +634,25 @@ impl Store {
                 self.wal.held().clear();
             }
             Some(capture) if wal::is_empty(&capture) => {
-                // Every held change is recorded, so a transaction that recorded none held
-                // none.
-                debug_assert!(staged.is_empty());
+                // Every change is recorded, so a transaction that recorded none changed
+                // nothing: there is nothing to commit.
+                debug_assert!(staged.is_empty() && !changed_redb);
                 wal.recycle(capture);
-                txn.commit().map_err(|e| self.db_err(e))?;
+                txn.abort().map_err(|e| self.db_err(e))?;
             }
             Some(mut capture) => {
                 // On error the transaction is dropped, which aborts it.
                 wal.append(&mut capture)?;
                 let record_bytes = capture.len() as u64;
                 wal.recycle(capture);
-                if let Err(e) = txn.commit() {
+                // A transaction that changed only what is held (an acknowledgement of held
+                // entries, most often) leaves redb as it was: the record is the commit.
+                let done = if changed_redb {
+                    txn.commit()
+                } else {
+                    txn.abort().map_err(redb::CommitError::from)
+                };
+                if let Err(e) = done {
                     wal.drop_last(record_bytes);
                     return Err(self.db_err(e));
                 }
@@ -912,6 +920,8 @@ pub struct Txn<'a> {
     /// True when new outbox entries and counter values are held out of redb: any
     /// transaction but a checkpoint, which writes what is held into redb instead.
     defer: bool,
+    /// True once a redb table was changed (see [`Logged`]).
+    changed_redb: bool,
 }
 
 /// Where [`Txn::remove_unwritten`] found an outbox entry.
@@ -980,6 +990,7 @@ macro_rules! table_accessors {
                     table,
                     id: TableId::$id,
                     capture: &mut self.capture,
+                    changed: &mut self.changed_redb,
                 })
             }
         )*
@@ -1003,6 +1014,7 @@ impl<'a> Txn<'a> {
             capture,
             held,
             staged: Staged::default(),
+            changed_redb: false,
         }
     }
 

@@ -158,6 +158,8 @@ pub struct Logged<'s, 't, K: redb::Key + 'static, V: redb::Value + 'static> {
     pub(super) table: &'s mut Table<'t, K, V>,
     pub(super) id: TableId,
     pub(super) capture: &'s mut Capture,
+    /// Set by every change: a transaction that changed no table needs no redb commit.
+    pub(super) changed: &'s mut bool,
 }
 
 impl<'t, K: redb::Key + 'static, V: redb::Value + 'static> Deref for Logged<'_, 't, K, V> {
@@ -174,6 +176,7 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
         key: impl Borrow<K::SelfType<'k>>,
         value: impl Borrow<V::SelfType<'v>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        *self.changed = true;
         if let Some(buf) = self.capture {
             put_bytes(
                 buf,
@@ -189,6 +192,7 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
         &mut self,
         key: impl Borrow<K::SelfType<'k>>,
     ) -> Result<Option<AccessGuard<'_, V>>, StorageError> {
+        *self.changed = true;
         if let Some(buf) = self.capture {
             // Recorded whether or not the key exists: removing a missing key on replay is
             // as harmless as it was here.
@@ -209,6 +213,7 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
     {
         let id = self.id;
         let capture = &mut *self.capture;
+        let changed = &mut *self.changed;
         self.table.retain_in(range, |k, v| {
             // Recorded before `keep` takes the key, and taken back if it is kept.
             let mark = capture.as_mut().map(|buf| {
@@ -220,6 +225,7 @@ impl<K: redb::Key + 'static, V: redb::Value + 'static> Logged<'_, '_, K, V> {
             if let (true, Some(buf), Some(mark)) = (kept, capture.as_mut(), mark) {
                 buf.truncate(mark);
             }
+            *changed |= !kept;
             kept
         })
     }
