@@ -7,47 +7,84 @@
 //! writer's instructions went to rows that never reached a checkpoint (BENCHMARKS.md). The
 //! counters table cost another 3 pages a commit for a handful of numbers. The redo log
 //! already makes every change durable (its record is synced before the commit returns), so
-//! these changes are recorded in the log as usual and then held here instead of in redb.
+//! these changes are recorded in the log (as "key K is now V" and "key K is gone", which
+//! the replay applies as it applies any other) and then held here instead of in redb.
 //!
 //! A checkpoint writes what is held here (the entries still queued and the counters' latest
 //! values) into redb in its durable commit, then empties it; after a crash, the log's
 //! replay puts the same changes into redb. Readers ([`super::Store::outbox_head`],
-//! [`super::Store::counter`]) look here first, then in redb.
+//! [`super::Store::counter`]) take a copy of what is held here and open their redb snapshot
+//! under this one lock, and a commit makes its redb changes and its held changes visible
+//! under the same lock (see `Store::write_with`; a checkpoint commits and empties this
+//! under it), so a reader sees a transaction whole or not at all.
 //!
 //! A transaction's own changes are [`Staged`] and published here only after its record is
-//! synced and its redb commit succeeded, so no reader sees a change that could be lost, and a
-//! failed transaction leaves nothing behind. Entries beyond [`HELD_BYTES`] go to redb at
-//! once, so a sink that is down for long does not grow memory: its outbox stays on disk.
+//! synced and its redb transaction committed (or, when it changed nothing in redb,
+//! dropped), so no reader sees a change that could be lost, and a failed transaction
+//! leaves nothing behind. Each sink has [`HELD_BYTES_PER_SINK`]: past it, that sink's new
+//! entries go into redb at their commit, so a sink that is down for long grows the file,
+//! not memory, and costs the other sinks nothing.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// Bytes of outbox entries held here at most; past it, entries are inserted into redb at
-/// their commit as before. A second of the highest rate measured is about 30 MB of
-/// Highlights, more than a sink that keeps up ever has in flight; 4 MiB keeps a stopped
-/// sink's entries from raising RSS by more than that.
-pub const HELD_BYTES: usize = 4 << 20;
+/// Bytes of one sink's outbox entries (their JSON) held here at most; past it, that sink's
+/// entries are inserted into redb at their commit as before. A sink that keeps up has a few
+/// hundred KiB in flight at most (at 22,000 webhooks/s, about 5 ms of Highlights of 1.5 KB);
+/// 1 MiB a sink bounds what a stopped sink holds, with the maps' own overhead on top.
+pub const HELD_BYTES_PER_SINK: usize = 1 << 20;
+
+/// One sink's held entries.
+#[derive(Debug, Default)]
+struct SinkEntries {
+    /// Seq -> the Highlight's JSON.
+    entries: BTreeMap<u64, Vec<u8>>,
+    /// Bytes of JSON in `entries`.
+    bytes: usize,
+}
 
 /// Outbox entries and counter values that are committed but not yet in redb.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Deferred {
-    /// Sink -> seq -> the Highlight's JSON.
-    outbox: HashMap<String, BTreeMap<u64, Vec<u8>>>,
-    /// Bytes of JSON in `outbox`.
-    outbox_bytes: usize,
+    /// By sink.
+    outbox: HashMap<String, SinkEntries>,
     /// `compound(name, scope)` -> value.
     counters: HashMap<String, u64>,
+    /// Bytes of one sink's entries held at most ([`HELD_BYTES_PER_SINK`]; tests set less).
+    budget: usize,
+}
+
+impl Default for Deferred {
+    fn default() -> Self {
+        Deferred {
+            outbox: HashMap::new(),
+            counters: HashMap::new(),
+            budget: HELD_BYTES_PER_SINK,
+        }
+    }
 }
 
 impl Deferred {
+    /// True when `more` bytes of `sink`'s entries, on top of those held and the
+    /// `staged` ones, stay within the sink's budget.
+    pub fn has_room(&self, sink: &str, staged: &Staged, more: usize) -> bool {
+        self.sink_bytes(sink) + staged.sink_bytes(sink) + more <= self.budget
+    }
+
+    /// Sets the per-sink budget (tests).
+    #[cfg(test)]
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
     /// The entry `seq` of `sink`'s outbox, if held here.
     pub fn entry(&self, sink: &str, seq: u64) -> Option<&[u8]> {
-        self.outbox.get(sink)?.get(&seq).map(Vec::as_slice)
+        self.outbox.get(sink)?.entries.get(&seq).map(Vec::as_slice)
     }
 
     /// Up to `limit` entries of `sink`, oldest first.
     pub fn head(&self, sink: &str, limit: usize) -> Vec<(u64, Vec<u8>)> {
-        self.outbox.get(sink).map_or_else(Vec::new, |entries| {
-            entries
+        self.outbox.get(sink).map_or_else(Vec::new, |held| {
+            held.entries
                 .iter()
                 .take(limit)
                 .map(|(&seq, json)| (seq, json.clone()))
@@ -60,9 +97,9 @@ impl Deferred {
         self.counters.get(key).copied()
     }
 
-    /// Bytes of outbox entries held.
-    pub fn outbox_bytes(&self) -> usize {
-        self.outbox_bytes
+    /// Bytes of `sink`'s outbox entries held.
+    pub fn sink_bytes(&self, sink: &str) -> usize {
+        self.outbox.get(sink).map_or(0, |held| held.bytes)
     }
 
     /// True when nothing is held.
@@ -72,8 +109,8 @@ impl Deferred {
 
     /// Every outbox entry held, with its sink and seq.
     pub fn entries(&self) -> impl Iterator<Item = (&str, u64, &[u8])> {
-        self.outbox.iter().flat_map(|(sink, entries)| {
-            entries
+        self.outbox.iter().flat_map(|(sink, held)| {
+            held.entries
                 .iter()
                 .map(move |(&seq, json)| (sink.as_str(), seq, json.as_slice()))
         })
@@ -88,41 +125,41 @@ impl Deferred {
     /// counter values.
     pub fn publish(&mut self, staged: Staged) {
         for (sink, seqs) in staged.removed {
-            let Some(entries) = self.outbox.get_mut(&sink) else {
+            let Some(held) = self.outbox.get_mut(&sink) else {
                 continue;
             };
             for seq in seqs {
-                if let Some(json) = entries.remove(&seq) {
-                    self.outbox_bytes -= json.len();
+                if let Some(json) = held.entries.remove(&seq) {
+                    held.bytes -= json.len();
                 }
             }
-            if entries.is_empty() {
+            if held.entries.is_empty() {
                 self.outbox.remove(&sink);
             }
         }
         for (sink, added) in staged.added {
-            if added.is_empty() {
+            if added.entries.is_empty() {
                 continue;
             }
-            self.outbox_bytes += added.values().map(Vec::len).sum::<usize>();
-            self.outbox.entry(sink).or_default().extend(added);
+            let held = self.outbox.entry(sink).or_default();
+            held.bytes += added.bytes;
+            held.entries.extend(added.entries);
         }
         self.counters.extend(staged.counters);
     }
 
     /// Forgets everything held: a checkpoint has written it into redb.
     pub fn clear(&mut self) {
-        *self = Deferred::default();
+        self.outbox.clear();
+        self.counters.clear();
     }
 }
 
 /// One transaction's changes to what is [`Deferred`], applied only once it has committed.
 #[derive(Debug, Default)]
 pub struct Staged {
-    /// Entries this transaction queued: sink -> seq -> JSON.
-    added: HashMap<String, BTreeMap<u64, Vec<u8>>>,
-    /// Bytes of JSON in `added`.
-    added_bytes: usize,
+    /// Entries this transaction queued, by sink.
+    added: HashMap<String, SinkEntries>,
     /// Held entries this transaction removed: sink -> seqs.
     removed: HashMap<String, BTreeSet<u64>>,
     /// Counter values this transaction wrote.
@@ -132,28 +169,28 @@ pub struct Staged {
 impl Staged {
     /// Queues an entry.
     pub fn add(&mut self, sink: &str, seq: u64, json: &[u8]) {
-        self.added_bytes += json.len();
-        match self.added.get_mut(sink) {
-            Some(entries) => {
-                entries.insert(seq, json.to_vec());
-            }
-            None => {
-                self.added
-                    .insert(sink.to_owned(), BTreeMap::from([(seq, json.to_vec())]));
-            }
-        }
+        let added = match self.added.get_mut(sink) {
+            Some(added) => added,
+            None => self.added.entry(sink.to_owned()).or_default(),
+        };
+        added.bytes += json.len();
+        added.entries.insert(seq, json.to_vec());
     }
 
     /// Takes back an entry this transaction queued.
     pub fn take_added(&mut self, sink: &str, seq: u64) -> Option<Vec<u8>> {
-        let json = self.added.get_mut(sink)?.remove(&seq)?;
-        self.added_bytes -= json.len();
+        let added = self.added.get_mut(sink)?;
+        let json = added.entries.remove(&seq)?;
+        added.bytes -= json.len();
+        if added.entries.is_empty() {
+            self.added.remove(sink);
+        }
         Some(json)
     }
 
-    /// Bytes of the entries this transaction queued.
-    pub fn added_bytes(&self) -> usize {
-        self.added_bytes
+    /// Bytes of the entries this transaction queued for `sink`.
+    pub fn sink_bytes(&self, sink: &str) -> usize {
+        self.added.get(sink).map_or(0, |added| added.bytes)
     }
 
     /// Marks a held entry as removed; false when this transaction already removed it.
@@ -195,9 +232,11 @@ mod tests {
         staged.add("a", 2, b"two");
         staged.add("b", 1, b"bee");
         staged.set_counter("c\0a".into(), 7);
-        assert_eq!(staged.added_bytes(), 9);
+        assert_eq!(staged.sink_bytes("a"), 6);
+        assert_eq!(staged.sink_bytes("b"), 3);
         held.publish(staged);
-        assert_eq!(held.outbox_bytes(), 9);
+        assert_eq!(held.sink_bytes("a"), 6);
+        assert_eq!(held.sink_bytes("b"), 3);
         assert_eq!(held.entry("a", 2), Some(&b"two"[..]));
         assert_eq!(held.head("a", 1), vec![(1, b"one".to_vec())]);
         assert_eq!(held.counter("c\0a"), Some(7));
@@ -212,12 +251,12 @@ mod tests {
         assert!(!staged.removed_held("a", 2));
         held.publish(staged);
         assert_eq!(held.head("a", 10), vec![(2, b"two".to_vec())]);
-        assert_eq!(held.outbox_bytes(), 6);
+        assert_eq!(held.sink_bytes("a"), 3);
         assert_eq!(held.entries().count(), 2);
 
         held.clear();
         assert!(held.is_empty());
-        assert_eq!(held.outbox_bytes(), 0);
+        assert_eq!(held.sink_bytes("a"), 0);
     }
 
     #[test]
@@ -226,10 +265,11 @@ mod tests {
         staged.add("a", 5, b"five");
         assert_eq!(staged.take_added("a", 5), Some(b"five".to_vec()));
         assert_eq!(staged.take_added("a", 5), None);
-        assert_eq!(staged.added_bytes(), 0);
+        assert_eq!(staged.sink_bytes("a"), 0);
+        assert!(staged.is_empty());
         let mut held = Deferred::default();
         held.publish(staged);
         assert_eq!(held.entry("a", 5), None);
-        assert_eq!(held.outbox_bytes(), 0);
+        assert!(held.is_empty());
     }
 }

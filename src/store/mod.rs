@@ -27,7 +27,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use deferred::{Deferred, HELD_BYTES, Staged};
+use deferred::{Deferred, Staged};
 pub use oauth::OAuthGrant;
 use tables::*;
 pub use wal::CHECKPOINT_EVERY;
@@ -576,9 +576,10 @@ impl Store {
     }
 
     /// Runs `f` in one write transaction and makes it durable before returning: its changes
-    /// are appended to the redo log and synced, then the transaction is committed (see
-    /// `wal`); every [`wal::CHECKPOINT_EVERY`] the commit is a durable one instead. If `f`
-    /// fails nothing is written.
+    /// are appended to the redo log and synced, then the transaction is committed and its
+    /// held changes published (see `wal` and `deferred`); every [`wal::CHECKPOINT_EVERY`]
+    /// the commit is a durable one instead, which also writes what is held into redb. If
+    /// `f` fails nothing is written.
     pub fn write<R>(
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<R, StoreError>,
@@ -628,10 +629,15 @@ impl Store {
         match capture {
             None => {
                 store_log_start(&txn, wal.start_after_checkpoint()).map_err(|e| self.db_err(e))?;
+                // `Txn::finish` wrote what is held into this commit, but for what this
+                // transaction removed: readers must see the commit and the held set
+                // emptied together (see the other branch), or an entry this transaction
+                // acknowledged would show from memory beside redb's new snapshot. This
+                // blocks readers for the checkpoint's sync, once a second.
+                let mut held = self.wal.held();
                 txn.commit().map_err(|e| self.db_err(e))?;
                 wal.emptied();
-                // `Txn::finish` wrote all of it into this commit.
-                self.wal.held().clear();
+                held.clear();
             }
             Some(capture) if wal::is_empty(&capture) => {
                 // Every change is recorded, so a transaction that recorded none changed
@@ -645,6 +651,11 @@ impl Store {
                 wal.append(&mut capture)?;
                 let record_bytes = capture.len() as u64;
                 wal.recycle(capture);
+                // Readers copy what is held and open their redb snapshot under this lock, so
+                // holding it across the commit and the publish shows them the transaction
+                // whole: never a later entry that went into redb without an earlier one
+                // that is held.
+                let mut held = self.wal.held();
                 // A transaction that changed only what is held (an acknowledgement of held
                 // entries, most often) leaves redb as it was: the record is the commit.
                 let done = if changed_redb {
@@ -653,11 +664,11 @@ impl Store {
                     txn.abort().map_err(redb::CommitError::from)
                 };
                 if let Err(e) = done {
+                    drop(held);
                     wal.drop_last(record_bytes);
                     return Err(self.db_err(e));
                 }
-                // Its record is synced and its commit done: readers may see it now.
-                self.wal.held().publish(staged);
+                held.publish(staged);
             }
         }
         Ok(r)
@@ -666,11 +677,14 @@ impl Store {
     /// Up to `limit` outbox entries of `sink`, oldest first: those held out of redb (see
     /// `deferred`) and those in it.
     pub fn outbox_head(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
-        // Held entries first: a checkpoint writes them into redb before it forgets them, so
-        // in this order a checkpoint in between shows an entry twice (kept once), never
-        // not at all.
-        let mut entries = self.wal.held().head(sink, limit);
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        // The held entries and the redb snapshot are taken under one lock, which a commit
+        // holds across its redb commit and its publish (a checkpoint: its commit and the
+        // emptying of the held set): both halves of a commit or neither.
+        let (mut entries, txn) = {
+            let held = self.wal.held();
+            let entries = held.head(sink, limit);
+            (entries, self.db.begin_read().map_err(|e| self.db_err(e))?)
+        };
         let table = txn.open_table(OUTBOX).map_err(|e| self.db_err(e))?;
         let held = entries.len();
         for row in table
@@ -682,7 +696,8 @@ impl Store {
             entries.push((k.value().1, v.value().to_vec()));
         }
         if held > 0 && entries.len() > held {
-            // Two runs in seq order; an entry in both (a checkpoint in between) is kept once.
+            // Two runs in seq order; no entry is in both (the lock above), but a repeat
+            // would be delivered twice, so one is kept if it ever were.
             entries.sort_by_key(|(seq, _)| *seq);
             entries.dedup_by_key(|(seq, _)| *seq);
         }
@@ -708,11 +723,14 @@ impl Store {
     /// A counter's value (0 when never set).
     pub fn counter(&self, name: &str, scope: &str) -> Result<u64, StoreError> {
         let key = compound(name, scope);
-        // Held first, for the same reason as in `outbox_head`.
-        if let Some(value) = self.wal.held().counter(&key) {
-            return Ok(value);
-        }
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        // Under the lock, as in `outbox_head`.
+        let txn = {
+            let held = self.wal.held();
+            if let Some(value) = held.counter(&key) {
+                return Ok(value);
+            }
+            self.db.begin_read().map_err(|e| self.db_err(e))?
+        };
         let table = txn.open_table(COUNTERS).map_err(|e| self.db_err(e))?;
         Ok(table
             .get(key.as_str())
@@ -896,10 +914,11 @@ type RawLetter = (u64, Vec<u8>);
 /// One open write transaction, with typed operations.
 ///
 /// Tables are opened on first use and kept open until the commit, and the outbox sequence
-/// numbers and counters an operation touches are kept in memory and written once, by
+/// numbers and counters an operation touches are kept in memory and recorded once, by
 /// [`Txn::finish`]: one commit applies up to `MAX_BATCH_OPS` events, and reopening a table
 /// or rewriting a counter row for each of them cost the writer as much as the rows
-/// themselves.
+/// themselves. New outbox entries and counter values are staged to be held out of redb
+/// (see `deferred`), but in a checkpoint, which writes them into redb.
 pub struct Txn<'a> {
     txn: &'a redb::WriteTransaction,
     path: &'a Path,
@@ -1256,11 +1275,8 @@ impl<'a> Txn<'a> {
             None => self.committed_counter(&key)?.unwrap_or(1),
         };
         self.counters.insert(key, seq + 1);
-        let hold = self.defer
-            && lock_held(self.held).outbox_bytes()
-                + self.staged.added_bytes()
-                + highlight_json.len()
-                <= HELD_BYTES;
+        let hold =
+            self.defer && lock_held(self.held).has_room(sink, &self.staged, highlight_json.len());
         if hold {
             wal::record_put(
                 &mut self.capture,
@@ -1281,7 +1297,6 @@ impl<'a> Txn<'a> {
     /// Removes delivered entries from `sink`'s outbox. Unknown seqs are ignored (an ack may
     /// be repeated after a crash).
     pub fn ack(&mut self, sink: &str, seqs: &[u64]) -> Result<u64, StoreError> {
-        let path = self.path;
         let mut removed = 0;
         // A sink that keeps up acknowledges entries that are still held out of redb.
         let mut in_redb = Vec::new();
@@ -1292,8 +1307,19 @@ impl<'a> Txn<'a> {
                 Unwritten::NotHeld => in_redb.push(seq),
             }
         }
-        let seqs = in_redb.as_slice();
+        if !in_redb.is_empty() {
+            removed += self.remove_from_redb(sink, &in_redb)?;
+        }
+        self.sub_counter(counters::OUTBOX_DEPTH, sink, removed)?;
+        self.add_counter(counters::DELIVERED, sink, removed)?;
+        Ok(removed)
+    }
+
+    /// Removes `seqs` of `sink` from redb's outbox table; returns how many were there.
+    fn remove_from_redb(&mut self, sink: &str, seqs: &[u64]) -> Result<u64, StoreError> {
+        let path = self.path;
         let mut outbox = self.outbox()?;
+        let mut removed = 0;
         let contiguous = seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
         match (seqs.first(), seqs.last()) {
             // A sink acknowledges the head it was handed: consecutive seqs, removed in one
@@ -1318,8 +1344,6 @@ impl<'a> Txn<'a> {
                 }
             }
         }
-        self.sub_counter(counters::OUTBOX_DEPTH, sink, removed)?;
-        self.add_counter(counters::DELIVERED, sink, removed)?;
         Ok(removed)
     }
 
@@ -2587,11 +2611,11 @@ mod tests {
     }
 
     #[test]
-    fn past_the_held_limit_entries_go_to_redb_and_the_head_keeps_seq_order() {
+    fn past_its_budget_a_sinks_entries_go_to_redb_and_its_head_keeps_seq_order() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s.redb");
         let store = Store::open(&path).unwrap();
-        let padding = "x".repeat(HELD_BYTES / 4);
+        let padding = "x".repeat(deferred::HELD_BYTES_PER_SINK / 4);
         let big = |i: u64| {
             let mut json = highlight_json(&format!("s:c{i}"), 1);
             json.pop();
@@ -2601,9 +2625,14 @@ mod tests {
         for i in 1..=5 {
             store.write(|t| t.enqueue("a", &big(i))).unwrap();
         }
+        // Another sink's entries are still held: the budget is per sink.
+        store
+            .write(|t| t.enqueue("b", &highlight_json("s:c1", 1)))
+            .unwrap();
         let (in_db, _) = in_redb(&store, "a", "");
-        assert_eq!(in_db, [4, 5], "the first three fit under the limit");
-        assert!(store.wal.held().outbox_bytes() <= HELD_BYTES);
+        assert_eq!(in_db, [4, 5], "the first three fit in the budget");
+        assert_eq!(in_redb(&store, "b", "").0, Vec::<u64>::new());
+        assert!(store.wal.held().sink_bytes("a") <= deferred::HELD_BYTES_PER_SINK);
         let head = store.outbox_head("a", 10).unwrap();
         assert_eq!(
             head.iter().map(|d| d.seq).collect::<Vec<_>>(),
@@ -2625,6 +2654,79 @@ mod tests {
             [1, 2, 3, 4, 5]
         );
         assert_eq!(recovered.outbox_depth("a").unwrap(), 5);
+        assert_eq!(recovered.outbox_depth("b").unwrap(), 1);
+    }
+
+    /// Readers beside the writer, as in the daemon: with a budget so small that
+    /// transactions put some of their entries in redb and keep others held, every head a
+    /// reader sees must be a run of consecutive seqs. A reader that saw a commit's redb half
+    /// without its held half would see a later entry without an earlier one. One thread
+    /// acknowledges what it reads, as a sink does; another only reads and checks.
+    #[test]
+    fn readers_beside_the_writer_never_see_a_gap_in_the_outbox() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let entry = highlight_json("s:c1", 1);
+        store.wal.held().set_budget(entry.len() * 4);
+        const ENTRIES: u64 = 6_000;
+        let writer = {
+            let (store, entry) = (store.clone(), entry.clone());
+            std::thread::spawn(move || {
+                for _ in 0..ENTRIES / 3 {
+                    store
+                        .write(|t| (0..3).try_for_each(|_| t.enqueue("a", &entry).map(drop)))
+                        .unwrap();
+                }
+            })
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let checker = {
+            let (store, done) = (store.clone(), Arc::clone(&done));
+            std::thread::spawn(move || {
+                let mut gaps = Vec::new();
+                while !done.load(Ordering::Relaxed) {
+                    let seqs: Vec<u64> = store
+                        .outbox_head("a", 64)
+                        .unwrap()
+                        .iter()
+                        .map(|d| d.seq)
+                        .collect();
+                    if seqs.windows(2).any(|w| w[1] != w[0] + 1) {
+                        gaps.push(seqs);
+                    }
+                }
+                gaps
+            })
+        };
+        let mut next = 1;
+        while next <= ENTRIES {
+            let seqs: Vec<u64> = store
+                .outbox_head("a", 64)
+                .unwrap()
+                .iter()
+                .map(|d| d.seq)
+                .collect();
+            assert!(
+                seqs.first().is_none_or(|&first| first == next),
+                "{next}: {seqs:?}"
+            );
+            if let Some(&last) = seqs.last() {
+                store.write(|t| t.ack("a", &seqs)).unwrap();
+                next = last + 1;
+            }
+        }
+        writer.join().unwrap();
+        done.store(true, Ordering::Relaxed);
+        let gaps = checker.join().unwrap();
+        assert!(
+            gaps.is_empty(),
+            "{} heads with a gap, first: {:?}",
+            gaps.len(),
+            gaps.first()
+        );
+        assert_eq!(store.outbox_depth("a").unwrap(), 0);
+        assert_eq!(store.counter(counters::DELIVERED, "a").unwrap(), ENTRIES);
     }
 
     #[test]

@@ -6,9 +6,11 @@
 //! (`writer_cost` in BENCHMARKS.md). So [`super::Store::write`] records the transaction's changes here
 //! instead: every insert and remove, as the bytes redb would store, appended as one record
 //! with one write and one `fdatasync`. Only then is the redb transaction committed, without
-//! its own sync (`Durability::None`), which makes it visible to readers: nothing a reader
-//! (a sink) sees can be lost in a crash, and no caller hears `Ok` before its record is on
-//! disk.
+//! its own sync (`Durability::None`), and the changes held out of redb (outbox entries and
+//! counters, see `deferred`) published, which makes them visible to readers: nothing a
+//! reader (a sink) sees can be lost in a crash, and no caller hears `Ok` before its record
+//! is on disk. A transaction that changed only what is held drops its redb transaction
+//! instead: its record is the whole commit.
 //!
 //! A checkpoint is a durable redb commit, which makes every commit before it durable in the
 //! state file itself. One is taken every [`CHECKPOINT_EVERY`] or [`CHECKPOINT_BYTES`] of
