@@ -28,9 +28,11 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Bytes of one sink's outbox entries (their JSON) held here at most; past it, that sink's
-/// entries are inserted into redb at their commit as before. A sink that keeps up has a few
-/// hundred KiB in flight at most (at 22,000 webhooks/s, about 5 ms of Highlights of 1.5 KB);
-/// 1 MiB a sink bounds what a stopped sink holds, with the maps' own overhead on top.
+/// entries are inserted into redb at their commit as before. An estimate, not a measurement:
+/// a sink that keeps up has its last few milliseconds of Highlights in flight (at 22,000
+/// webhooks/s and 1.5 KB each, 33 KB a millisecond, and the JSONL p50 at saturation is about
+/// 4 ms), well under this; 1 MiB a sink bounds what a stopped sink holds, with the maps' own
+/// overhead on top.
 pub const HELD_BYTES_PER_SINK: usize = 1 << 20;
 
 /// One sink's held entries.

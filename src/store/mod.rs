@@ -696,10 +696,9 @@ impl Store {
             entries.push((k.value().1, v.value().to_vec()));
         }
         if held > 0 && entries.len() > held {
-            // Two runs in seq order; no entry is in both (the lock above), but a repeat
-            // would be delivered twice, so one is kept if it ever were.
+            // Two runs in seq order, with no entry in both (the lock above).
             entries.sort_by_key(|(seq, _)| *seq);
-            entries.dedup_by_key(|(seq, _)| *seq);
+            debug_assert!(entries.windows(2).all(|w| w[0].0 < w[1].0));
         }
         entries.truncate(limit);
         entries
@@ -936,9 +935,6 @@ pub struct Txn<'a> {
     held: &'a Mutex<Deferred>,
     /// This transaction's changes to it, published when it has committed.
     staged: Staged,
-    /// True when new outbox entries and counter values are held out of redb: any
-    /// transaction but a checkpoint, which writes what is held into redb instead.
-    defer: bool,
     /// True once a redb table was changed (see [`Logged`]).
     changed_redb: bool,
 }
@@ -1029,7 +1025,6 @@ impl<'a> Txn<'a> {
             tables: OpenTables::default(),
             counters: HashMap::new(),
             scratch: Vec::new(),
-            defer: capture.is_some(),
             capture,
             held,
             staged: Staged::default(),
@@ -1054,7 +1049,7 @@ impl<'a> Txn<'a> {
     fn finish(&mut self) -> Result<(), StoreError> {
         let path = self.path;
         let counters = std::mem::take(&mut self.counters);
-        if self.defer {
+        if self.defers() {
             for (key, value) in counters {
                 wal::record_put(
                     &mut self.capture,
@@ -1122,6 +1117,13 @@ impl<'a> Txn<'a> {
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
         db_err(self.path, e)
+    }
+
+    /// True when new outbox entries and counter values are held out of redb: in any
+    /// transaction but a checkpoint (the one without a capture), which writes what is held
+    /// into redb instead.
+    fn defers(&self) -> bool {
+        self.capture.is_some()
     }
 
     /// Records `event_id` of `connection` as seen. Returns false when it already was.
@@ -1275,8 +1277,8 @@ impl<'a> Txn<'a> {
             None => self.committed_counter(&key)?.unwrap_or(1),
         };
         self.counters.insert(key, seq + 1);
-        let hold =
-            self.defer && lock_held(self.held).has_room(sink, &self.staged, highlight_json.len());
+        let hold = self.defers()
+            && lock_held(self.held).has_room(sink, &self.staged, highlight_json.len());
         if hold {
             wal::record_put(
                 &mut self.capture,
@@ -2551,6 +2553,16 @@ mod tests {
         assert_eq!(store.seen_events().unwrap(), 0);
     }
 
+    /// The seqs of up to `limit` head entries of `sink`, as its sink would be handed them.
+    fn head_seqs(store: &Store, sink: &str, limit: usize) -> Vec<u64> {
+        store
+            .outbox_head(sink, limit)
+            .unwrap()
+            .iter()
+            .map(|d| d.seq)
+            .collect()
+    }
+
     /// The outbox entries of `sink` and the counter `key` as redb itself has them now,
     /// leaving out what is held in memory.
     fn in_redb(store: &Store, sink: &str, key: &str) -> (Vec<u64>, Option<u64>) {
@@ -2580,16 +2592,14 @@ mod tests {
         store.write(|t| t.ack("a", &[1, 2])).unwrap();
         // Committed and readable, but redb has none of it yet.
         assert_eq!(in_redb(&store, "a", &depth), (vec![], None));
-        let head = store.outbox_head("a", 10).unwrap();
-        assert_eq!(head.iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(head_seqs(&store, "a", 10), [3]);
         assert_eq!(store.outbox_depth("a").unwrap(), 1);
         assert_eq!(store.counter(counters::DELIVERED, "a").unwrap(), 2);
         // A checkpoint writes what is left, once; the head still shows it once.
         store.write_durable(|_| Ok(())).unwrap();
         assert_eq!(in_redb(&store, "a", &depth), (vec![3], Some(1)));
         assert!(store.wal.held().is_empty());
-        let head = store.outbox_head("a", 10).unwrap();
-        assert_eq!(head.iter().map(|d| d.seq).collect::<Vec<_>>(), [3]);
+        assert_eq!(head_seqs(&store, "a", 10), [3]);
         // An entry in redb and one held, acknowledged together.
         store
             .write(|t| t.enqueue("a", &highlight_json("s:c4", 1)))
@@ -2633,14 +2643,9 @@ mod tests {
         assert_eq!(in_db, [4, 5], "the first three fit in the budget");
         assert_eq!(in_redb(&store, "b", "").0, Vec::<u64>::new());
         assert!(store.wal.held().sink_bytes("a") <= deferred::HELD_BYTES_PER_SINK);
-        let head = store.outbox_head("a", 10).unwrap();
-        assert_eq!(
-            head.iter().map(|d| d.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5]
-        );
-        assert_eq!(head[3].json, big(4));
-        let head = store.outbox_head("a", 2).unwrap();
-        assert_eq!(head.iter().map(|d| d.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(head_seqs(&store, "a", 10), [1, 2, 3, 4, 5]);
+        assert_eq!(store.outbox_head("a", 10).unwrap()[3].json, big(4));
+        assert_eq!(head_seqs(&store, "a", 2), [1, 2]);
         // A crash now: the log brings back both kinds.
         let crashed = dir.path().join("crashed.redb");
         crash_copy(&path, &crashed, true);
@@ -2648,11 +2653,7 @@ mod tests {
         assert!(store.outbox_head("a", 10).unwrap().is_empty());
         drop(store);
         let recovered = Store::open(&crashed).unwrap();
-        let head = recovered.outbox_head("a", 10).unwrap();
-        assert_eq!(
-            head.iter().map(|d| d.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5]
-        );
+        assert_eq!(head_seqs(&recovered, "a", 10), [1, 2, 3, 4, 5]);
         assert_eq!(recovered.outbox_depth("a").unwrap(), 5);
         assert_eq!(recovered.outbox_depth("b").unwrap(), 1);
     }
@@ -2686,12 +2687,7 @@ mod tests {
             std::thread::spawn(move || {
                 let mut gaps = Vec::new();
                 while !done.load(Ordering::Relaxed) {
-                    let seqs: Vec<u64> = store
-                        .outbox_head("a", 64)
-                        .unwrap()
-                        .iter()
-                        .map(|d| d.seq)
-                        .collect();
+                    let seqs = head_seqs(&store, "a", 64);
                     if seqs.windows(2).any(|w| w[1] != w[0] + 1) {
                         gaps.push(seqs);
                     }
@@ -2701,12 +2697,7 @@ mod tests {
         };
         let mut next = 1;
         while next <= ENTRIES {
-            let seqs: Vec<u64> = store
-                .outbox_head("a", 64)
-                .unwrap()
-                .iter()
-                .map(|d| d.seq)
-                .collect();
+            let seqs = head_seqs(&store, "a", 64);
             assert!(
                 seqs.first().is_none_or(|&first| first == next),
                 "{next}: {seqs:?}"
