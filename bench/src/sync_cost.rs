@@ -1,11 +1,15 @@
 //! `sync-cost`: what one commit's I/O costs on this machine, without redb: N pages written,
 //! then `fdatasync`, as scattered 4 KiB writes (as a B-tree's copy-on-write pages land),
-//! as adjacent 4 KiB writes, and as one write of N pages. Reports wall time and the
-//! thread's CPU time (user + kernel, from its schedstat) per commit.
+//! as adjacent 4 KiB writes, and as one write of N pages. Then what one redo-log append
+//! costs, written the two ways the store's log can write a record: `pwrite` + `fdatasync`
+//! at the log's end, or one `O_DIRECT | O_DSYNC` write of the block the end falls in, the
+//! record and zeros to a block's end (the store's layout, modelled here in a few lines).
+//! Reports wall time and the thread's CPU time (user + kernel, from its schedstat) per
+//! commit or append, and for appends the device's write and flush requests per append.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -15,7 +19,7 @@ pub struct Args {
     /// Folder for the scratch file (the state file's disk): 64 MiB, deleted at the end.
     #[arg(long, value_name = "DIR", default_value = "target")]
     dir: PathBuf,
-    /// Commits per measurement.
+    /// Commits (or log appends) per measurement.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     commits: u64,
 }
@@ -78,7 +82,152 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             );
         }
     }
+    appends(scratch.path(), file, args.commits)
+}
+
+/// Redo-log record sizes measured: one webhook's transaction, and ten and twenty of them
+/// folded into one record (the writer folds what arrives while it syncs).
+const RECORD_BYTES: [usize; 3] = [2_048, 20_480, 40_960];
+
+/// The block `O_DIRECT` writes in (the store's `BLOCK`).
+const BLOCK: usize = 4096;
+
+#[derive(Clone, Copy, Debug)]
+enum Append {
+    /// `pwrite` at the log's end, then `fdatasync`.
+    Buffered,
+    /// One `pwrite` through an `O_DIRECT | O_DSYNC` handle.
+    Direct,
+}
+
+/// The log-append rows: each record size, written each way, appended one after another
+/// from the start of the (pre-written) scratch file.
+fn appends(path: &Path, file: &File, appends: u64) -> anyhow::Result<()> {
+    let direct = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+        .open(path);
+    let device = Device::of(file);
+    println!();
+    println!(
+        "{:>6}  {:<10}  {:>16}  {:>16}  {:>14}  {:>14}",
+        "bytes", "log append", "wall us/append", "CPU us/append", "writes/append", "flushes/append"
+    );
+    for bytes in RECORD_BYTES {
+        for way in [Append::Buffered, Append::Direct] {
+            let name = match way {
+                Append::Buffered => "+fdatasync",
+                Append::Direct => "O_DIRECT",
+            };
+            let handle = match (way, &direct) {
+                (Append::Buffered, _) => file,
+                (Append::Direct, Ok(handle)) => handle,
+                (Append::Direct, Err(e)) => {
+                    println!("{bytes:>6}  {name:<10}  (this filesystem refuses O_DIRECT: {e})");
+                    continue;
+                }
+            };
+            let before = device.as_ref().and_then(Device::requests);
+            let (wall, cpu) = measure_appends(handle, way, bytes, appends)?;
+            let after = device.as_ref().and_then(Device::requests);
+            let (writes, flushes) = match (before, after) {
+                (Some((w0, f0)), Some((w1, f1))) => (
+                    format!("{:.2}", (w1 - w0) as f64 / appends as f64),
+                    format!("{:.2}", (f1 - f0) as f64 / appends as f64),
+                ),
+                _ => ("-".to_owned(), "-".to_owned()),
+            };
+            println!(
+                "{bytes:>6}  {name:<10}  {wall:>16.0}  {cpu:>16.0}  {writes:>14}  {flushes:>14}"
+            );
+        }
+    }
+    match device {
+        Some(device) => println!(
+            "(requests counted on the whole device, {}: other writers on it count too)",
+            device.stat.display()
+        ),
+        None => println!("(no block device found for the scratch file: requests not counted)"),
+    }
     Ok(())
+}
+
+/// Mean wall and CPU microseconds per append of `appends` records of `bytes` bytes.
+fn measure_appends(
+    file: &File,
+    way: Append,
+    bytes: usize,
+    appends: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let record = vec![0xC3u8; bytes];
+    let end_of_file = FILE_PAGES * PAGE;
+    // Bytes of the block the log's end falls in, up to the end (what a direct write repeats).
+    let mut tail: Vec<u8> = Vec::with_capacity(BLOCK);
+    let mut buffer = vec![0u8; bytes.div_ceil(BLOCK) * BLOCK + 2 * BLOCK];
+    let offset = buffer.as_ptr().align_offset(BLOCK);
+    anyhow::ensure!(offset < BLOCK, "no block-aligned buffer");
+    let mut len = 0u64;
+    let cpu0 = thread_run_ns()?;
+    let started = Instant::now();
+    for _ in 0..appends {
+        if len + bytes as u64 + BLOCK as u64 > end_of_file {
+            len = 0;
+            tail.clear();
+        }
+        match way {
+            Append::Buffered => {
+                file.write_all_at(&record, len)?;
+                file.sync_data()?;
+            }
+            Append::Direct => {
+                let used = tail.len() + bytes;
+                let padded = used.div_ceil(BLOCK) * BLOCK;
+                let out = &mut buffer[offset..offset + padded];
+                out[..tail.len()].copy_from_slice(&tail);
+                out[tail.len()..used].copy_from_slice(&record);
+                out[used..].fill(0);
+                file.write_all_at(out, len - tail.len() as u64)?;
+                tail.clear();
+                tail.extend_from_slice(&out[used / BLOCK * BLOCK..used]);
+            }
+        }
+        len += bytes as u64;
+    }
+    let wall = started.elapsed().as_secs_f64() * 1e6 / appends as f64;
+    let cpu = (thread_run_ns()? - cpu0) as f64 / 1e3 / appends as f64;
+    Ok((wall, cpu))
+}
+
+/// The block device a file lives on, whose request counters the append rows read.
+struct Device {
+    /// `/sys/dev/block/MAJOR:MINOR/stat`.
+    stat: PathBuf,
+}
+
+impl Device {
+    /// `None` where the file's filesystem has no block device (overlay, tmpfs) or sysfs is
+    /// not mounted.
+    fn of(file: &File) -> Option<Device> {
+        let dev = file.metadata().ok()?.dev();
+        let stat = PathBuf::from(format!(
+            "/sys/dev/block/{}:{}/stat",
+            libc::major(dev),
+            libc::minor(dev)
+        ));
+        let device = Device { stat };
+        device.requests().map(|_| device)
+    }
+
+    /// Write requests and flush requests the device has completed (fields 5 and 16 of its
+    /// stat, Documentation/block/stat.rst; flushes are counted from Linux 5.5).
+    fn requests(&self) -> Option<(u64, u64)> {
+        let s = std::fs::read_to_string(&self.stat).ok()?;
+        let fields: Vec<u64> = s
+            .split_whitespace()
+            .map(|v| v.parse().ok())
+            .collect::<Option<_>>()?;
+        Some((*fields.get(4)?, *fields.get(15)?))
+    }
 }
 
 /// Mean wall and CPU microseconds per commit of `pages` pages laid out as `layout`.

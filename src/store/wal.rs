@@ -288,9 +288,9 @@ const BLOCK: usize = 4096;
 /// Writing records with one `pwrite` on a file opened `O_DIRECT | O_DSYNC`, instead of a
 /// `pwrite` into the page cache and an `fdatasync`: the same guarantee (the call returns
 /// once the data is on disk, by POSIX's definition of `O_DSYNC`), without copying the record
-/// into the page cache and writing it back from there. On this VM that took a third to a half
-/// off the CPU of an append (`frontsync-bench sync-cost`, BENCHMARKS.md, "The redo log
-/// written directly"), for one copy of the record into the aligned buffer.
+/// into the page cache and writing it back from there. On this VM that halved the CPU of a
+/// 2 KB append and took a fifth off a 20 KB one (`frontsync-bench sync-cost`, BENCHMARKS.md,
+/// "The redo log written directly"), for one copy of the record into the aligned buffer.
 ///
 /// `O_DIRECT` writes whole blocks, so the block the log's end falls in is written again with
 /// each record: `tail` keeps its bytes up to the end, and the record follows them in an
