@@ -7,8 +7,12 @@
 //! Reports wall time and the thread's CPU time (user + kernel, from its schedstat) per
 //! commit or append, and for appends the device's write and flush requests per append.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::fs::File;
+#[cfg(target_os = "linux")]
+use std::fs::OpenOptions;
+use std::os::unix::fs::FileExt;
+#[cfg(target_os = "linux")]
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -103,10 +107,7 @@ enum Append {
 /// The log-append rows: each record size, written each way, appended one after another
 /// from the start of the (pre-written) scratch file.
 fn appends(path: &Path, file: &File, appends: u64) -> anyhow::Result<()> {
-    let direct = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
-        .open(path);
+    let direct = open_direct(path);
     let device = Device::of(file);
     println!();
     println!(
@@ -132,8 +133,8 @@ fn appends(path: &Path, file: &File, appends: u64) -> anyhow::Result<()> {
             let after = device.as_ref().and_then(Device::requests);
             let (writes, flushes) = match (before, after) {
                 (Some((w0, f0)), Some((w1, f1))) => (
-                    format!("{:.2}", (w1 - w0) as f64 / appends as f64),
-                    format!("{:.2}", (f1 - f0) as f64 / appends as f64),
+                    format!("{:.2}", w1.saturating_sub(w0) as f64 / appends as f64),
+                    format!("{:.2}", f1.saturating_sub(f0) as f64 / appends as f64),
                 ),
                 _ => ("-".to_owned(), "-".to_owned()),
             };
@@ -150,6 +151,25 @@ fn appends(path: &Path, file: &File, appends: u64) -> anyhow::Result<()> {
         None => println!("(no block device found for the scratch file: requests not counted)"),
     }
     Ok(())
+}
+
+/// `path` opened for direct, synchronous writes, as the store opens its log.
+fn open_direct(path: &Path) -> std::io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
+            .open(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "the store writes its log directly on Linux only",
+        ))
+    }
 }
 
 /// Mean wall and CPU microseconds per append of `appends` records of `bytes` bytes.
@@ -208,14 +228,22 @@ impl Device {
     /// `None` where the file's filesystem has no block device (overlay, tmpfs) or sysfs is
     /// not mounted.
     fn of(file: &File) -> Option<Device> {
-        let dev = file.metadata().ok()?.dev();
-        let stat = PathBuf::from(format!(
-            "/sys/dev/block/{}:{}/stat",
-            libc::major(dev),
-            libc::minor(dev)
-        ));
-        let device = Device { stat };
-        device.requests().map(|_| device)
+        #[cfg(target_os = "linux")]
+        {
+            let dev = file.metadata().ok()?.dev();
+            let stat = PathBuf::from(format!(
+                "/sys/dev/block/{}:{}/stat",
+                libc::major(dev),
+                libc::minor(dev)
+            ));
+            let device = Device { stat };
+            device.requests().map(|_| device)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = file;
+            None
+        }
     }
 
     /// Write requests and flush requests the device has completed (fields 5 and 16 of its

@@ -309,7 +309,7 @@ struct Direct {
 
 impl Direct {
     /// Opens `path` for direct, synchronous writes; `None` where the filesystem refuses
-    /// `O_DIRECT` (tmpfs, for one).
+    /// `O_DIRECT` (tmpfs before Linux 6.6, for one).
     fn open(path: &Path) -> Option<File> {
         #[cfg(target_os = "linux")]
         {
