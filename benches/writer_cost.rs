@@ -8,9 +8,15 @@
 //! per event swings far less, so this is the number to compare before and after a change
 //! to the commit path.
 //!
+//! By default nothing reads the outbox, as if the sink were down: its entries are held up
+//! to the held budget, then written into redb. With `--ack` a sink keeps up, as the JSONL
+//! sink does in the daemon: each batch's outbox entries are acknowledged with the next
+//! batch, sent together so that the writer usually takes both in one commit (the commits
+//! per batch column says how often it did not).
+//!
 //! `cargo bench -p frontsync --bench writer_cost` (about 30 s). Options after `--`:
 //! `--events N` per run (default 20000), `--runs R` (default 5), `--batch B` (only this
-//! batch size).
+//! batch size), `--ack`.
 
 mod common;
 
@@ -82,6 +88,7 @@ struct Run {
     writes_per_commit: f64,
     disk_kib_per_event: f64,
     disk_requests_per_commit: f64,
+    commits_per_batch: f64,
 }
 
 fn median(mut v: Vec<f64>) -> (f64, f64, f64) {
@@ -93,6 +100,7 @@ fn main() {
     let mut events = 20_000u64;
     let mut runs = 5usize;
     let mut batches = vec![1u64, 25, 64];
+    let mut ack = false;
     let args: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < args.len() {
@@ -109,12 +117,25 @@ fn main() {
                 batches = vec![args[i + 1].parse().expect("--batch B")];
                 i += 1;
             }
+            "--ack" => ack = true,
             _ => {} // cargo bench passes --bench
         }
         i += 1;
     }
 
-    let (dir, writer, thread) = common::writer();
+    let common::WriterParts {
+        dir,
+        store,
+        writer,
+        thread,
+        metrics,
+    } = common::writer_parts();
+    let sink = common::config()
+        .sinks
+        .keys()
+        .next()
+        .expect("the bench config has a sink")
+        .clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -132,7 +153,24 @@ fn main() {
                     common::incoming(&template, next)
                 })
                 .collect();
-            let out = rt.block_on(writer.ingest(evs, Vec::new())).expect("ingest");
+            // What the previous batches left in the outbox, acknowledged beside this one.
+            let delivered: Vec<u64> = if ack {
+                let head = store.outbox_head(&sink, 4 * batch as usize + 64);
+                head.expect("outbox head").iter().map(|d| d.seq).collect()
+            } else {
+                Vec::new()
+            };
+            let out = if delivered.is_empty() {
+                rt.block_on(writer.ingest(evs, Vec::new()))
+            } else {
+                rt.block_on(async {
+                    let (acked, out) =
+                        tokio::join!(writer.ack(&sink, delivered), writer.ingest(evs, Vec::new()));
+                    acked.expect("ack");
+                    out
+                })
+            }
+            .expect("ingest");
             assert_eq!(out.new_events as u64, k);
             left -= k;
         }
@@ -145,16 +183,24 @@ fn main() {
     std::thread::sleep(frontsync::store::CHECKPOINT_EVERY + std::time::Duration::from_millis(50));
     send(1, 1);
 
-    println!("writer cost per event ({events} new events per run, median of {runs} [min..max])");
     println!(
-        "{:>6} {:>22} {:>22} {:>12} {:>14} {:>10} {:>16}",
+        "writer cost per event ({events} new events per run, median of {runs} [min..max]; {})",
+        if ack {
+            "the sink acknowledges each batch with the next"
+        } else {
+            "nothing acknowledged: the sink is down"
+        }
+    );
+    println!(
+        "{:>6} {:>22} {:>22} {:>12} {:>14} {:>10} {:>16} {:>15}",
         "batch",
         "writer CPU us/event",
         "wall us/event",
         "KiB written",
         "writes/commit",
         "disk KiB",
-        "disk reqs/commit"
+        "disk reqs/commit",
+        "commits/batch"
     );
     for batch in batches {
         let n = if batch == 1 { events / 10 } else { events };
@@ -162,6 +208,7 @@ fn main() {
         for _ in 0..runs {
             let (w0, s0) = io();
             let (r0, d0) = device_writes(dir.path()).unwrap_or_default();
+            let m0 = metrics.batch_size.count();
             let c0 = run_ns(tid);
             let t0 = Instant::now();
             send(n, batch);
@@ -169,7 +216,7 @@ fn main() {
             let c1 = run_ns(tid);
             let (w1, s1) = io();
             let (r1, d1) = device_writes(dir.path()).unwrap_or_default();
-            let commits = n.div_ceil(batch) as f64;
+            let commits = (metrics.batch_size.count() - m0) as f64;
             all.push(Run {
                 cpu_us_per_event: (c1 - c0) as f64 / 1e3 / n as f64,
                 wall_us_per_event: wall / n as f64,
@@ -177,6 +224,7 @@ fn main() {
                 writes_per_commit: (s1 - s0) as f64 / commits,
                 disk_kib_per_event: (d1 - d0) as f64 / n as f64,
                 disk_requests_per_commit: (r1 - r0) as f64 / commits,
+                commits_per_batch: commits / n.div_ceil(batch) as f64,
             });
         }
         let show = |f: fn(&Run) -> f64| {
@@ -184,7 +232,7 @@ fn main() {
             format!("{m:.1} [{lo:.1}..{hi:.1}]")
         };
         println!(
-            "{batch:>6} {:>22} {:>22} {:>12} {:>14} {:>10} {:>16}",
+            "{batch:>6} {:>22} {:>22} {:>12} {:>14} {:>10} {:>16} {:>15}",
             show(|r| r.cpu_us_per_event),
             show(|r| r.wall_us_per_event),
             format!(
@@ -203,8 +251,13 @@ fn main() {
                 "{:.2}",
                 median(all.iter().map(|r| r.disk_requests_per_commit).collect()).0
             ),
+            format!(
+                "{:.2}",
+                median(all.iter().map(|r| r.commits_per_batch).collect()).0
+            ),
         );
     }
     drop(writer);
     thread.join().expect("writer thread");
+    drop(store);
 }

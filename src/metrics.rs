@@ -39,6 +39,11 @@ impl Histogram {
             .fetch_add((v.max(0.0) * 1e6) as u64, Ordering::Relaxed);
     }
 
+    /// How many values were recorded.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Appends the exposition lines of this histogram.
     pub fn render(&self, out: &mut String, name: &str, help: &str) {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");

@@ -138,17 +138,39 @@ pub fn incoming(template: &Snapshot, i: u64) -> IncomingEvent {
 /// The daemon's state writer on a fresh store in a temp dir (kept alive by the returned
 /// guard), routing with [`config`]'s subscription.
 pub fn writer() -> (tempfile::TempDir, Writer, std::thread::JoinHandle<()>) {
+    let parts = writer_parts();
+    (parts.dir, parts.writer, parts.thread)
+}
+
+/// [`writer`], with what a bench reads beside it: its store, as the sinks read the outbox,
+/// and its metrics.
+pub struct WriterParts {
+    pub dir: tempfile::TempDir,
+    pub store: frontsync::store::Store,
+    pub writer: Writer,
+    pub thread: std::thread::JoinHandle<()>,
+    pub metrics: std::sync::Arc<frontsync::metrics::Metrics>,
+}
+
+pub fn writer_parts() -> WriterParts {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = frontsync::store::Store::open(&dir.path().join("state.redb")).expect("open store");
     let routing = std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(
         InboxNames::default().routing(&config().subscriptions),
     )));
+    let metrics = std::sync::Arc::new(frontsync::metrics::Metrics::default());
     let (writer, thread) = spawn_writer(
-        store,
+        store.clone(),
         routing,
         std::sync::Arc::new(SinkBell::default()),
-        Default::default(),
+        metrics.clone(),
     )
     .expect("spawn writer");
-    (dir, writer, thread)
+    WriterParts {
+        dir,
+        store,
+        writer,
+        thread,
+        metrics,
+    }
 }
