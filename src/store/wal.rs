@@ -305,6 +305,9 @@ struct Direct {
     tail: Vec<u8>,
     /// Where a record is laid out for writing; over-allocated by a block to be aligned.
     buffer: Vec<u8>,
+    /// Tests: the next write fails with this OS error instead of writing.
+    #[cfg(test)]
+    fail_next: Option<i32>,
 }
 
 impl Direct {
@@ -330,6 +333,10 @@ impl Direct {
     /// block, from the start of `tail`'s block. Returns `None` when no aligned buffer could be
     /// had (the write then goes the buffered way).
     fn write(&mut self, record: &[u8], at: u64) -> Option<std::io::Result<()>> {
+        #[cfg(test)]
+        if let Some(code) = self.fail_next.take() {
+            return Some(Err(std::io::Error::from_raw_os_error(code)));
+        }
         let start = at - self.tail.len() as u64;
         let used = self.tail.len() + record.len();
         let padded = used.div_ceil(BLOCK) * BLOCK;
@@ -612,6 +619,8 @@ impl Wal {
                 file: direct,
                 tail: read_tail(&file, found.bytes).map_err(io)?,
                 buffer: Vec::new(),
+                #[cfg(test)]
+                fail_next: None,
             }),
             None => {
                 tracing::debug!(log = %path.display(), "the filesystem refuses O_DIRECT; the redo log is written through the page cache");
@@ -1286,6 +1295,69 @@ mod tests {
                 .count();
             proptest::prop_assert_eq!(direct.len(), appended);
         }
+    }
+
+    /// A record of `size` bytes of `fill`.
+    fn record_of(wal: &mut Wal, fill: u8, size: usize) -> Vec<u8> {
+        let mut record = wal.capture();
+        put_bytes(&mut record, TableId::Cursors, &[fill], &vec![fill; size]);
+        record
+    }
+
+    #[test]
+    fn a_direct_write_the_filesystem_refuses_goes_the_buffered_way_and_loses_nothing() {
+        let (_dir, state, mut wal, _) = new_log(0);
+        if !direct_here(&state) {
+            return; // nothing written directly here to fall back from
+        }
+        let mut first = record_of(&mut wal, 1, 3000);
+        wal.append(&mut first).unwrap();
+        // The device wants larger blocks than ours: this record and all later ones go
+        // through the page cache, after the record written directly.
+        wal.direct.as_mut().unwrap().fail_next = Some(libc::EINVAL);
+        let mut second = record_of(&mut wal, 2, 3000);
+        wal.append(&mut second).unwrap();
+        assert!(wal.direct.is_none());
+        let mut third = record_of(&mut wal, 3, 10);
+        wal.append(&mut third).unwrap();
+        drop(wal);
+        let (wal, found) = Wal::open(&state, LogStart::At(0)).unwrap();
+        assert_eq!(found.records, 3);
+        let bodies: Vec<u8> = replayed(&wal)
+            .iter()
+            .map(|r| r.body[r.body.len() - 1])
+            .collect();
+        assert_eq!(bodies, [1, 2, 3]);
+    }
+
+    #[test]
+    fn a_failed_direct_write_is_wiped_and_the_next_record_takes_its_place() {
+        let (_dir, state, mut wal, _) = new_log(0);
+        if !direct_here(&state) {
+            return;
+        }
+        let mut first = record_of(&mut wal, 1, 5000);
+        wal.append(&mut first).unwrap();
+        let (len, tail) = (wal.len, wal.direct.as_ref().unwrap().tail.clone());
+        wal.direct.as_mut().unwrap().fail_next = Some(libc::EIO);
+        let mut failed = record_of(&mut wal, 2, 100);
+        assert!(wal.append(&mut failed).is_err());
+        // Nothing moved: the log still ends after the first record, written directly.
+        assert_eq!(wal.len, len);
+        assert_eq!(wal.direct.as_ref().unwrap().tail, tail);
+        let mut next = record_of(&mut wal, 3, 100);
+        wal.append(&mut next).unwrap();
+        assert!(wal.direct.is_some());
+        drop(wal);
+        let (wal, found) = Wal::open(&state, LogStart::At(0)).unwrap();
+        let back = replayed(&wal);
+        assert_eq!(found.records, 2);
+        assert_eq!(back[0].seq, 0);
+        assert_eq!(
+            back[1].seq, 1,
+            "the record after the failed one takes its number"
+        );
+        assert_eq!(back[1].body[back[1].body.len() - 1], 3);
     }
 
     #[test]
