@@ -289,7 +289,7 @@ const BLOCK: usize = 4096;
 /// `pwrite` into the page cache and an `fdatasync`: the same guarantee (the call returns
 /// once the data is on disk, by POSIX's definition of `O_DSYNC`), without copying the record
 /// into the page cache and writing it back from there. On this VM that halved the CPU of a
-/// 2 KB append and took a fifth off a 20 KB one (`frontsync-bench sync-cost`, BENCHMARKS.md,
+/// 2 KB append and took 10-25 % off a 20-40 KB one (`frontsync-bench sync-cost`, BENCHMARKS.md,
 /// "The redo log written directly"), for one copy of the record into the aligned buffer.
 ///
 /// `O_DIRECT` writes whole blocks, so the block the log's end falls in is written again with
@@ -312,7 +312,7 @@ struct Direct {
 
 impl Direct {
     /// Opens `path` for direct, synchronous writes; `None` where the filesystem refuses
-    /// `O_DIRECT` (tmpfs before Linux 6.6, for one).
+    /// `O_DIRECT` (tmpfs on older kernels, for one).
     fn open(path: &Path) -> Option<File> {
         #[cfg(target_os = "linux")]
         {
