@@ -1,5 +1,5 @@
-//! Committed changes that are kept out of redb until the next checkpoint: outbox entries and
-//! counters.
+//! Committed changes that are kept out of redb until the next checkpoint: outbox entries,
+//! counters, seen marks and conversation states.
 //!
 //! Why: at saturation a healthy sink acknowledges an entry a few milliseconds after it was
 //! queued, so an entry inserted into redb's outbox table at one commit was removed from it
@@ -10,13 +10,27 @@
 //! these changes are recorded in the log (as "key K is now V" and "key K is gone", which
 //! the replay applies as it applies any other) and then held here instead of in redb.
 //!
-//! A checkpoint writes what is held here (the entries still queued and the counters' latest
-//! values) into redb in its durable commit, then empties it; after a crash, the log's
-//! replay puts the same changes into redb. Readers ([`super::Store::outbox_head`],
-//! [`super::Store::counter`]) take a copy of what is held here and open their redb snapshot
-//! under this one lock, and a commit makes its redb changes and its held changes visible
-//! under the same lock (see `Store::write_with`; a checkpoint commits and empties this
-//! under it), so a reader sees a transaction whole or not at all.
+//! Seen marks and conversation states are held for another reason: they are what every
+//! event writes into redb, so each ingest commit inserted two B-tree rows per event and
+//! then committed redb's transaction (its page allocation, checksums and table roots),
+//! whether it carried one event or 25. Held here, an ingest commit changes nothing in redb
+//! (its record in the log is the commit) and redb's transaction is dropped. The writer
+//! moves them into redb when it is idle, a few hundred rows per commit without a sync
+//! ([`super::Store::write_back_held`]: the rows stay in the log, so a crash still replays
+//! them), and a checkpoint writes whatever is left. That write-back is what keeps the
+//! checkpoint short: left to the checkpoint alone, a second of intake at saturation took
+//! 100-190 ms to insert, a stall of every write (BENCHMARKS.md). They are bounded by
+//! [`HELD_ROWS_BYTES`] in all: past it, the next commit is a checkpoint.
+//!
+//! A checkpoint writes what is held here (the seen marks and states, the entries still
+//! queued and the counters' latest values) into redb in its durable commit, then empties
+//! it; after a crash, the log's replay puts the same changes into redb. Readers
+//! ([`super::Store::outbox_head`], [`super::Store::counter`], [`super::Store::conversation`],
+//! [`super::Store::seen_events`]) take what they need of what is held here and open their
+//! redb snapshot under this one lock, and a commit makes its redb changes and its held
+//! changes visible under the same lock (see `Store::write_with`; a checkpoint commits and
+//! empties this under it, a write-back commits and forgets what it wrote), so a reader
+//! sees a transaction whole or not at all, and every row in one of the two places.
 //!
 //! A transaction's own changes are [`Staged`] and published here only after its record is
 //! synced and its redb transaction committed (or, when it changed nothing in redb,
@@ -35,6 +49,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 /// overhead on top.
 pub const HELD_BYTES_PER_SINK: usize = 1 << 20;
 
+/// Bytes of seen marks and conversation states (keys and values) held at most: once more
+/// are held, the next commit is a checkpoint. The idle writer's write-back keeps far fewer
+/// held (a few hundred rows); this bounds the memory they take when the writer is never
+/// idle: a second of intake at 20,000 webhooks/s is about 12 MiB (0.6 KB of state and keys
+/// per event), so checkpoints would still come by time
+/// ([`super::wal::CHECKPOINT_EVERY`]) there.
+pub const HELD_ROWS_BYTES: usize = 16 << 20;
+
 /// One sink's held entries.
 #[derive(Debug, Default)]
 struct SinkEntries {
@@ -51,6 +73,13 @@ pub struct Deferred {
     outbox: HashMap<String, SinkEntries>,
     /// `compound(name, scope)` -> value.
     counters: HashMap<String, u64>,
+    /// Seen marks: `compound(connection, event_id)` -> first seen (ms). None of these ids is
+    /// in redb: an id is held only when neither redb nor this set had it.
+    seen: HashMap<String, u64>,
+    /// Conversation states: `compound(subscription, conversation)` -> the packed state.
+    conversations: HashMap<String, Vec<u8>>,
+    /// Bytes of keys and values in `seen` and `conversations`.
+    rows_bytes: usize,
     /// Bytes of one sink's entries held at most ([`HELD_BYTES_PER_SINK`]; tests set less).
     budget: usize,
 }
@@ -60,6 +89,9 @@ impl Default for Deferred {
         Deferred {
             outbox: HashMap::new(),
             counters: HashMap::new(),
+            seen: HashMap::new(),
+            conversations: HashMap::new(),
+            rows_bytes: 0,
             budget: HELD_BYTES_PER_SINK,
         }
     }
@@ -104,9 +136,102 @@ impl Deferred {
         self.outbox.get(sink).map_or(0, |held| held.bytes)
     }
 
+    /// The first-seen time of a held seen mark.
+    pub fn seen(&self, key: &str) -> Option<u64> {
+        self.seen.get(key).copied()
+    }
+
+    /// Seen marks held (none of them is in redb).
+    pub fn seen_count(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// Held seen marks first seen before `cutoff_ms`.
+    pub fn seen_before(&self, cutoff_ms: u64) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|&(_, &at)| at < cutoff_ms)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// A held conversation state, packed.
+    pub fn conversation(&self, key: &str) -> Option<&[u8]> {
+        self.conversations.get(key).map(Vec::as_slice)
+    }
+
+    /// Bytes of seen marks and conversation states held (see [`HELD_ROWS_BYTES`]).
+    pub fn rows_bytes(&self) -> usize {
+        self.rows_bytes
+    }
+
+    /// Every seen mark held, in key order (a checkpoint inserts them so: each B-tree page
+    /// is reached once, not once per key).
+    pub fn seen_rows(&self) -> Vec<(&str, u64)> {
+        let mut rows: Vec<_> = self.seen.iter().map(|(k, &v)| (k.as_str(), v)).collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        rows
+    }
+
+    /// Every conversation state held, in key order.
+    pub fn conversation_rows(&self) -> Vec<(&str, &[u8])> {
+        let mut rows: Vec<_> = self
+            .conversations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        rows
+    }
+
+    /// Seen marks and conversation states held.
+    pub fn rows_count(&self) -> usize {
+        self.seen.len() + self.conversations.len()
+    }
+
+    /// Copies of up to `max` held seen marks and states (marks first), each in key order:
+    /// what [`super::Store::write_back_held`] moves into redb.
+    pub fn some_rows(&self, max: usize) -> HeldRows {
+        let mut seen: Vec<_> = self
+            .seen
+            .iter()
+            .take(max)
+            .map(|(k, &v)| (k.clone(), v))
+            .collect();
+        let mut conversations: Vec<_> = self
+            .conversations
+            .iter()
+            .take(max - seen.len())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        conversations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        HeldRows {
+            seen,
+            conversations,
+        }
+    }
+
+    /// Forgets rows that were written into redb (by [`Deferred::some_rows`], unchanged since).
+    pub fn forget_rows(&mut self, rows: &HeldRows) {
+        for (key, _) in &rows.seen {
+            if self.seen.remove(key).is_some() {
+                self.rows_bytes -= key.len() + 8;
+            }
+        }
+        for (key, _) in &rows.conversations {
+            if let Some(packed) = self.conversations.remove(key) {
+                self.rows_bytes -= key.len() + packed.len();
+            }
+        }
+    }
+
     /// True when nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.outbox.is_empty() && self.counters.is_empty()
+        self.outbox.is_empty()
+            && self.counters.is_empty()
+            && self.seen.is_empty()
+            && self.conversations.is_empty()
     }
 
     /// Every outbox entry held, with its sink and seq.
@@ -148,12 +273,53 @@ impl Deferred {
             held.entries.extend(added.entries);
         }
         self.counters.extend(staged.counters);
+        for (key, first_seen) in staged.seen {
+            let bytes = key.len() + 8;
+            match first_seen {
+                Some(at) => {
+                    if self.seen.insert(key, at).is_none() {
+                        self.rows_bytes += bytes;
+                    }
+                }
+                None => {
+                    if self.seen.remove(&key).is_some() {
+                        self.rows_bytes -= bytes;
+                    }
+                }
+            }
+        }
+        for (key, packed) in staged.conversations {
+            let (key_bytes, new_bytes) = (key.len(), packed.len());
+            match self.conversations.insert(key, packed) {
+                Some(old) => self.rows_bytes = self.rows_bytes - old.len() + new_bytes,
+                None => self.rows_bytes += key_bytes + new_bytes,
+            }
+        }
     }
 
     /// Forgets everything held: a checkpoint has written it into redb.
     pub fn clear(&mut self) {
         self.outbox.clear();
         self.counters.clear();
+        self.seen.clear();
+        self.conversations.clear();
+        self.rows_bytes = 0;
+    }
+}
+
+/// Copies of held seen marks and conversation states, each in key order.
+#[derive(Debug, Default)]
+pub struct HeldRows {
+    /// `compound(connection, event_id)` -> first seen (ms).
+    pub seen: Vec<(String, u64)>,
+    /// `compound(subscription, conversation)` -> the packed state.
+    pub conversations: Vec<(String, Vec<u8>)>,
+}
+
+impl HeldRows {
+    /// Rows in all.
+    pub fn len(&self) -> usize {
+        self.seen.len() + self.conversations.len()
     }
 }
 
@@ -166,6 +332,11 @@ pub struct Staged {
     removed: HashMap<String, BTreeSet<u64>>,
     /// Counter values this transaction wrote.
     counters: HashMap<String, u64>,
+    /// Seen marks this transaction added (`Some(first seen)`) or pruned from the held
+    /// ones (`None`).
+    seen: HashMap<String, Option<u64>>,
+    /// Conversation states this transaction wrote, packed.
+    conversations: HashMap<String, Vec<u8>>,
 }
 
 impl Staged {
@@ -216,9 +387,39 @@ impl Staged {
         self.counters.insert(key, value);
     }
 
+    /// What this transaction did to the seen mark `key`: `Some(Some(at))` added it,
+    /// `Some(None)` pruned it, `None` nothing.
+    pub fn seen(&self, key: &str) -> Option<Option<u64>> {
+        self.seen.get(key).copied()
+    }
+
+    /// Records a new seen mark.
+    pub fn add_seen(&mut self, key: String, first_seen: u64) {
+        self.seen.insert(key, Some(first_seen));
+    }
+
+    /// Records that a held seen mark was pruned.
+    pub fn prune_seen(&mut self, key: String) {
+        self.seen.insert(key, None);
+    }
+
+    /// A conversation state this transaction wrote, packed.
+    pub fn conversation(&self, key: &str) -> Option<&[u8]> {
+        self.conversations.get(key).map(Vec::as_slice)
+    }
+
+    /// Records a conversation's new state.
+    pub fn put_conversation(&mut self, key: String, packed: Vec<u8>) {
+        self.conversations.insert(key, packed);
+    }
+
     /// True when the transaction changed nothing held.
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.counters.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.counters.is_empty()
+            && self.seen.is_empty()
+            && self.conversations.is_empty()
     }
 }
 

@@ -204,6 +204,22 @@ fn write_held(
     Ok(())
 }
 
+/// Writes the seen marks and conversation states held out of redb into a checkpoint's
+/// transaction, each table in key order.
+fn write_held_rows(
+    held: &Deferred,
+    seen: &mut Table<'_, &'static str, u64>,
+    conversations: &mut Table<'_, &'static str, &'static [u8]>,
+) -> Result<(), redb::StorageError> {
+    for (key, first_seen) in held.seen_rows() {
+        seen.insert(key, first_seen)?;
+    }
+    for (key, packed) in held.conversation_rows() {
+        conversations.insert(key, packed)?;
+    }
+    Ok(())
+}
+
 impl Drop for WalHandle {
     fn drop(&mut self) {
         let mut wal = self.lock();
@@ -221,6 +237,11 @@ impl Drop for WalHandle {
             .map_err(|e| e.to_string())
             .and_then(|txn| {
                 {
+                    let mut seen = txn.open_table(SEEN_EVENTS).map_err(|e| e.to_string())?;
+                    let mut conversations =
+                        txn.open_table(CONVERSATIONS).map_err(|e| e.to_string())?;
+                    write_held_rows(&held, &mut seen, &mut conversations)
+                        .map_err(|e| e.to_string())?;
                     let mut outbox = txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
                     let mut counters = txn.open_table(COUNTERS).map_err(|e| e.to_string())?;
                     write_held(
@@ -605,14 +626,26 @@ impl Store {
         // redb lets one write transaction run at a time, so records reach the log in commit
         // order.
         let mut wal = self.wal.lock();
-        let checkpoint = checkpoint || wal.checkpoint_due();
+        let checkpoint = checkpoint
+            || wal.checkpoint_due()
+            || self.wal.held().rows_bytes() >= deferred::HELD_ROWS_BYTES;
         if !checkpoint {
             txn.set_durability(Durability::None)
                 .map_err(|e| self.db_err(e))?;
         }
         let capture = (!checkpoint).then(|| wal.capture());
         let mut t = Txn::new(&txn, &self.path, capture, &self.wal.held);
-        let result = f(&mut t).and_then(|r| t.finish().map(|()| r));
+        // A checkpoint writes the held seen marks and states first, so that what `f` does
+        // to them lands on top (the held outbox entries and counters go in at its end, by
+        // `Txn::finish`, minus what `f` changed).
+        let written = if checkpoint {
+            t.write_held_rows()
+        } else {
+            Ok(())
+        };
+        let result = written
+            .and_then(|()| f(&mut t))
+            .and_then(|r| t.finish().map(|()| r));
         let capture = t.capture.take();
         let staged = std::mem::take(&mut t.staged);
         let changed_redb = t.changed_redb;
@@ -672,6 +705,44 @@ impl Store {
             }
         }
         Ok(r)
+    }
+
+    /// Moves up to `max` of the seen marks and conversation states held out of redb (see
+    /// `deferred`) into redb, in a commit without a sync, when at least `min` are held;
+    /// returns how many it moved. The writer calls this when it has nothing else to do, so
+    /// that a checkpoint finds few rows left to insert: it stalls every write for as long
+    /// as that takes. The rows' records stay in the redo log, which the next checkpoint
+    /// empties, so nothing changes for a crash: redb reopens at its last checkpoint and the
+    /// log brings the rows back. Nothing is recorded: what readers see does not change.
+    pub fn write_back_held(&self, min: usize, max: usize) -> Result<usize, StoreError> {
+        if self.wal.held().rows_count() < min.max(1) {
+            return Ok(0);
+        }
+        let mut txn = self.db.begin_write().map_err(|e| self.db_err(e))?;
+        txn.set_durability(Durability::None)
+            .map_err(|e| self.db_err(e))?;
+        // Held rows change only in a write transaction's commit, and this one excludes all
+        // others until it ends, so the copies stay exact until the rows are forgotten.
+        let rows = self.wal.held().some_rows(max);
+        {
+            let mut seen = txn.open_table(SEEN_EVENTS).map_err(|e| self.db_err(e))?;
+            for (key, first_seen) in &rows.seen {
+                seen.insert(key.as_str(), *first_seen)
+                    .map_err(|e| self.db_err(e))?;
+            }
+            let mut states = txn.open_table(CONVERSATIONS).map_err(|e| self.db_err(e))?;
+            for (key, packed) in &rows.conversations {
+                states
+                    .insert(key.as_str(), packed.as_slice())
+                    .map_err(|e| self.db_err(e))?;
+            }
+        }
+        // Commit and forget under the lock readers take with their snapshot (as in
+        // `write_with`): a reader finds each row in one of the two, never in neither.
+        let mut held = self.wal.held();
+        txn.commit().map_err(|e| self.db_err(e))?;
+        held.forget_rows(&rows);
+        Ok(rows.len())
     }
 
     /// Up to `limit` outbox entries of `sink`, oldest first: those held out of redb (see
@@ -796,9 +867,17 @@ impl Store {
         subscription: &str,
         conversation_id: &str,
     ) -> Result<Option<T>, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        let key = compound(subscription, conversation_id);
+        // Under the lock, as in `outbox_head`.
+        let txn = {
+            let held = self.wal.held();
+            if let Some(packed) = held.conversation(&key) {
+                return unpack(packed, &self.path).map(Some);
+            }
+            self.db.begin_read().map_err(|e| self.db_err(e))?
+        };
         let table = txn.open_table(CONVERSATIONS).map_err(|e| self.db_err(e))?;
-        get_packed(&table, &compound(subscription, conversation_id), &self.path)
+        get_packed(&table, &key, &self.path)
     }
 
     /// Up to `limit` webhook previews of `connection` waiting to be completed, oldest id first.
@@ -828,9 +907,14 @@ impl Store {
 
     /// How many event ids are remembered as seen.
     pub fn seen_events(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(|e| self.db_err(e))?;
+        // Under the lock, as in `outbox_head`; no held id is in redb.
+        let (held, txn) = {
+            let held = self.wal.held();
+            let count = held.seen_count() as u64;
+            (count, self.db.begin_read().map_err(|e| self.db_err(e))?)
+        };
         let table = txn.open_table(SEEN_EVENTS).map_err(|e| self.db_err(e))?;
-        table.len().map_err(|e| self.db_err(e))
+        Ok(held + table.len().map_err(|e| self.db_err(e))?)
     }
 }
 
@@ -897,14 +981,17 @@ fn get_packed<T: DeserializeOwned>(
 ) -> Result<Option<T>, StoreError> {
     match table.get(key).map_err(|e| db_err(path, e))? {
         None => Ok(None),
-        Some(v) => rmp_serde::from_slice(v.value())
-            .map(Some)
-            .map_err(|e| StoreError::Corrupt {
-                path: path.to_path_buf(),
-                table: "conversations_v2",
-                message: e.to_string(),
-            }),
+        Some(v) => unpack(v.value(), path).map(Some),
     }
+}
+
+/// A conversation state from its MessagePack bytes.
+fn unpack<T: DeserializeOwned>(packed: &[u8], path: &Path) -> Result<T, StoreError> {
+    rmp_serde::from_slice(packed).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        table: "conversations_v2",
+        message: e.to_string(),
+    })
 }
 
 /// A dead letter's seq and stored bytes.
@@ -916,8 +1003,9 @@ type RawLetter = (u64, Vec<u8>);
 /// numbers and counters an operation touches are kept in memory and recorded once, by
 /// [`Txn::finish`]: one commit applies up to `MAX_BATCH_OPS` events, and reopening a table
 /// or rewriting a counter row for each of them cost the writer as much as the rows
-/// themselves. New outbox entries and counter values are staged to be held out of redb
-/// (see `deferred`), but in a checkpoint, which writes them into redb.
+/// themselves. New outbox entries, counter values, seen marks and conversation states are
+/// staged to be held out of redb (see `deferred`), but in a checkpoint, which writes them
+/// into redb.
 pub struct Txn<'a> {
     txn: &'a redb::WriteTransaction,
     path: &'a Path,
@@ -1077,6 +1165,39 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// Writes the seen marks and conversation states held out of redb into this (a
+    /// checkpoint's) transaction.
+    fn write_held_rows(&mut self) -> Result<(), StoreError> {
+        let (path, txn, held) = (self.path, self.txn, self.held);
+        let held = lock_held(held);
+        if held.rows_bytes() == 0 {
+            return Ok(());
+        }
+        let seen = opened(&mut self.tables.seen, txn, SEEN_EVENTS, path)?;
+        let conversations = opened(&mut self.tables.conversations, txn, CONVERSATIONS, path)?;
+        write_held_rows(&held, seen, conversations).map_err(|e| db_err(path, e))?;
+        self.changed_redb = true;
+        Ok(())
+    }
+
+    /// True when `key` is a seen mark: added by this transaction, held since an earlier
+    /// one, or in redb.
+    fn is_seen(&mut self, key: &str) -> Result<bool, StoreError> {
+        if let Some(added) = self.staged.seen(key) {
+            // Pruned in this transaction: held ones are not in redb.
+            return Ok(added.is_some());
+        }
+        if lock_held(self.held).seen(key).is_some() {
+            return Ok(true);
+        }
+        let path = self.path;
+        Ok(self
+            .seen()?
+            .get(key)
+            .map_err(|e| db_err(path, e))?
+            .is_some())
+    }
+
     /// A counter's committed value: held out of redb, or in it.
     fn committed_counter(&mut self, key: &str) -> Result<Option<u64>, StoreError> {
         if let Some(value) = lock_held(self.held).counter(key) {
@@ -1119,19 +1240,20 @@ impl<'a> Txn<'a> {
         db_err(self.path, e)
     }
 
-    /// True when new outbox entries and counter values are held out of redb: in any
-    /// transaction but a checkpoint (the one without a capture), which writes what is held
-    /// into redb instead.
+    /// True when new outbox entries, counter values, seen marks and conversation states are
+    /// held out of redb: in any transaction but a checkpoint (the one without a capture),
+    /// which writes what is held into redb instead.
     fn defers(&self) -> bool {
         self.capture.is_some()
     }
 
     /// Records `event_id` of `connection` as seen. Returns false when it already was.
     ///
-    /// New ids are the common case, so this inserts first and looks at what the insert
-    /// replaced: one B-tree descent per new id instead of a lookup and then an insert. A
-    /// repeat puts its first-seen time back (pruning reads it), a second write that only
-    /// repeats pay.
+    /// Between checkpoints a new mark is held out of redb (see `deferred`). In a checkpoint,
+    /// where marks go into redb, new ids are the common case, so this inserts first and looks
+    /// at what the insert replaced: one B-tree descent per new id instead of a lookup and
+    /// then an insert. A repeat puts its first-seen time back (pruning reads it), a second
+    /// write that only repeats pay.
     pub fn mark_seen(
         &mut self,
         connection: &str,
@@ -1140,6 +1262,19 @@ impl<'a> Txn<'a> {
     ) -> Result<bool, StoreError> {
         let path = self.path;
         let key = compound(connection, event_id);
+        if self.defers() {
+            if self.is_seen(&key)? {
+                return Ok(false);
+            }
+            wal::record_put(
+                &mut self.capture,
+                TableId::Seen,
+                key.as_bytes(),
+                &<u64 as redb::Value>::as_bytes(&now_ms),
+            );
+            self.staged.add_seen(key, now_ms);
+            return Ok(true);
+        }
         let mut seen = self.seen()?;
         let first_seen = seen
             .insert(key.as_str(), now_ms)
@@ -1195,8 +1330,21 @@ impl<'a> Txn<'a> {
         for key in &old {
             seen.remove(key.as_str()).map_err(|e| db_err(path, e))?;
         }
+        let mut removed = old.len();
+        if self.defers() && after.is_none() {
+            // A pass begins: the marks held out of redb are looked at once (they are the
+            // newest, so in practice none is old).
+            let held_old = lock_held(self.held).seen_before(cutoff_ms);
+            for key in held_old {
+                if self.staged.seen(&key).is_none() {
+                    wal::record_del(&mut self.capture, TableId::Seen, key.as_bytes());
+                    self.staged.prune_seen(key);
+                    removed += 1;
+                }
+            }
+        }
         Ok(PruneStep {
-            removed: old.len(),
+            removed,
             resume_after: if scanned == max_scan { last } else { None },
         })
     }
@@ -1208,11 +1356,14 @@ impl<'a> Txn<'a> {
         conversation_id: &str,
     ) -> Result<Option<T>, StoreError> {
         let path = self.path;
-        get_packed(
-            &*self.conversations()?,
-            &compound(subscription, conversation_id),
-            path,
-        )
+        let key = compound(subscription, conversation_id);
+        if let Some(packed) = self.staged.conversation(&key) {
+            return unpack(packed, path).map(Some);
+        }
+        if let Some(packed) = lock_held(self.held).conversation(&key) {
+            return unpack(packed, path).map(Some);
+        }
+        get_packed(&*self.conversations()?, &key, path)
     }
 
     /// Replaces the stored state of a conversation in a subscription.
@@ -1231,11 +1382,20 @@ impl<'a> Txn<'a> {
         self.with_scratch(|txn, bytes| {
             rmp_serde::encode::write(bytes, state).map_err(|e| txn.err(e))?;
             let path = txn.path;
+            let key = compound(subscription, conversation_id);
+            if txn.defers() {
+                // Held out of redb until the next checkpoint (see `deferred`).
+                wal::record_put(
+                    &mut txn.capture,
+                    TableId::Conversations,
+                    key.as_bytes(),
+                    bytes,
+                );
+                txn.staged.put_conversation(key, bytes.clone());
+                return Ok(());
+            }
             txn.conversations()?
-                .insert(
-                    compound(subscription, conversation_id).as_str(),
-                    bytes.as_slice(),
-                )
+                .insert(key.as_str(), bytes.as_slice())
                 .map_err(|e| db_err(path, e))?;
             Ok(())
         })
@@ -1578,12 +1738,7 @@ impl<'a> Txn<'a> {
         event_json: &[u8],
     ) -> Result<bool, StoreError> {
         let path = self.path;
-        if self
-            .seen()?
-            .get(compound(connection, event_id).as_str())
-            .map_err(|e| db_err(path, e))?
-            .is_some()
-        {
+        if self.is_seen(&compound(connection, event_id))? {
             return Ok(false);
         }
         self.pending_previews()?
@@ -1659,7 +1814,8 @@ mod tests {
     #[test]
     fn old_seen_marks_are_pruned_and_new_ones_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
         store
             .write(|t| {
                 t.mark_seen("acme", "evt_old1", 100)?;
@@ -1667,6 +1823,9 @@ mod tests {
                 t.mark_seen("acme", "evt_new", 1_000)
             })
             .unwrap();
+        // Closing takes a checkpoint: the marks are in redb's table, which is scanned.
+        drop(store);
+        let store = Store::open(&path).unwrap();
         // Keys sort as evt_new < evt_old1 < evt_old2: two marks per step, then the rest.
         let step = store.write(|t| t.prune_seen(500, None, 2)).unwrap();
         assert_eq!(
@@ -1702,6 +1861,173 @@ mod tests {
         );
     }
 
+    /// The conversation state and seen mark of `key` in redb's own tables.
+    fn rows_in_redb(store: &Store, key: &str) -> (Option<Vec<u8>>, Option<u64>) {
+        let txn = store.db.begin_read().unwrap();
+        let states = txn.open_table(CONVERSATIONS).unwrap();
+        let seen = txn.open_table(SEEN_EVENTS).unwrap();
+        let state = states
+            .get(compound("support", key).as_str())
+            .unwrap()
+            .map(|v| v.value().to_vec());
+        let mark = seen
+            .get(compound("acme", key).as_str())
+            .unwrap()
+            .map(|v| v.value());
+        (state, mark)
+    }
+
+    #[test]
+    fn held_states_and_marks_go_into_redb_at_a_checkpoint_under_its_own_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.mark_seen("acme", "a", 1)?;
+                t.put_conversation("support", "a", &"first")?;
+                t.put_conversation("support", "b", &"kept")
+            })
+            .unwrap();
+        assert_eq!(rows_in_redb(&store, "a"), (None, None), "held, not in redb");
+        let read: Option<String> = store.conversation("support", "a").unwrap();
+        assert_eq!(read.as_deref(), Some("first"));
+        assert_eq!(store.seen_events().unwrap(), 1);
+        // A checkpoint that changes a held state and sees a held mark.
+        let was_new = store
+            .write_durable(|t| {
+                let held: Option<String> = t.conversation("support", "a")?;
+                assert_eq!(held.as_deref(), Some("first"));
+                t.put_conversation("support", "a", &"second")?;
+                t.mark_seen("acme", "a", 2)
+            })
+            .unwrap();
+        assert!(!was_new, "a held mark is seen inside a checkpoint too");
+        assert!(store.wal.held().is_empty());
+        let packed = |s: &str| rmp_serde::to_vec(s).unwrap();
+        assert_eq!(rows_in_redb(&store, "a"), (Some(packed("second")), Some(1)));
+        assert_eq!(rows_in_redb(&store, "b").0, Some(packed("kept")));
+        assert_eq!(store.seen_events().unwrap(), 1);
+    }
+
+    #[test]
+    fn held_rows_written_back_between_checkpoints_read_the_same_and_survive_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|t| {
+                for i in 0..100u64 {
+                    t.mark_seen("acme", &format!("k{i}"), 1_000 + i)?;
+                    t.put_conversation("support", &format!("k{i}"), &format!("state {i}"))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(store.wal.held().rows_count(), 200);
+        assert_eq!(
+            store.write_back_held(201, 50).unwrap(),
+            0,
+            "fewer than the least"
+        );
+        assert_eq!(store.write_back_held(10, 150).unwrap(), 150);
+        assert_eq!(store.wal.held().rows_count(), 50);
+        assert_eq!(store.write_back_held(10, 150).unwrap(), 50);
+        assert!(store.wal.held().is_empty());
+        let packed = |s: &str| rmp_serde::to_vec(s).unwrap();
+        let check = |store: &Store| {
+            assert_eq!(store.seen_events().unwrap(), 100);
+            for i in 0..100u64 {
+                let state: Option<String> =
+                    store.conversation("support", &format!("k{i}")).unwrap();
+                assert_eq!(state, Some(format!("state {i}")));
+            }
+            let again = store.write(|t| t.mark_seen("acme", "k7", 5_000)).unwrap();
+            assert!(!again, "a mark written back is still seen");
+        };
+        check(&store);
+        assert_eq!(
+            rows_in_redb(&store, "k3"),
+            (Some(packed("state 3")), Some(1_003))
+        );
+        // Written back without a sync: a crash falls back to the last checkpoint, and the
+        // redo log brings the rows back.
+        let crashed = dir.path().join("crashed.redb");
+        let without_log = dir.path().join("without-log.redb");
+        crash_copy(&path, &crashed, true);
+        crash_copy(&path, &without_log, false);
+        drop(store);
+        check(&Store::open(&crashed).unwrap());
+        assert_eq!(Store::open(&without_log).unwrap().seen_events().unwrap(), 0);
+    }
+
+    #[test]
+    fn held_rows_past_their_budget_make_the_next_commit_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        let big = "x".repeat(1 << 20);
+        let mut i = 0;
+        while store.wal.held().rows_bytes() < deferred::HELD_ROWS_BYTES {
+            store
+                .write(|t| t.put_conversation("support", &format!("c{i}"), &big))
+                .unwrap();
+            i += 1;
+            assert!(i < 64, "the held bytes never reached the budget");
+        }
+        assert!(rows_in_redb(&store, "c0").0.is_none());
+        store.write(|t| t.mark_seen("acme", "next", 1)).unwrap();
+        assert!(store.wal.held().is_empty(), "that commit was a checkpoint");
+        assert!(rows_in_redb(&store, "c0").0.is_some());
+        assert_eq!(rows_in_redb(&store, "next").1, Some(1));
+    }
+
+    #[test]
+    fn seen_marks_held_out_of_redb_are_pruned_as_a_pass_begins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.mark_seen("acme", "evt_old", 100)?;
+                t.mark_seen("acme", "evt_new", 1_000)
+            })
+            .unwrap();
+        assert_eq!(store.wal.held().seen_count(), 2, "not in redb yet");
+        // Not on a pass's later steps: the held marks are looked at once per pass.
+        let later = store
+            .write(|t| t.prune_seen(500, Some("acme\0evt_a"), 10))
+            .unwrap();
+        assert_eq!(later.removed, 0);
+        let step = store.write(|t| t.prune_seen(500, None, 10)).unwrap();
+        assert_eq!(
+            step,
+            PruneStep {
+                removed: 1,
+                resume_after: None
+            }
+        );
+        assert_eq!(store.seen_events().unwrap(), 1);
+        assert!(
+            store
+                .write(|t| t.mark_seen("acme", "evt_old", 2_000))
+                .unwrap()
+        );
+        assert!(
+            !store
+                .write(|t| t.mark_seen("acme", "evt_new", 2_000))
+                .unwrap()
+        );
+        // The prune is in the log like any other change: replayed after a crash, and
+        // written into redb by a checkpoint.
+        drop(store);
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        assert!(store.wal.held().is_empty());
+        assert_eq!(store.seen_events().unwrap(), 2);
+        assert!(
+            !store
+                .write(|t| t.mark_seen("acme", "evt_old", 3_000))
+                .unwrap()
+        );
+    }
+
     #[test]
     fn a_prune_pass_in_small_steps_visits_every_mark_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -1716,6 +2042,8 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+        drop(store);
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
         let (mut after, mut removed, mut steps) = (None::<String>, 0, 0);
         loop {
             let step = store
@@ -1935,6 +2263,9 @@ mod tests {
         store
             .write(|t| t.put_conversation("support", "cnv_new", &state))
             .unwrap();
+        // Held out of redb until a checkpoint: closing takes one.
+        drop(store);
+        let store = Store::open(&path).unwrap();
         let written = {
             let txn = store.db.begin_read().unwrap();
             let table = txn.open_table(CONVERSATIONS).unwrap();
