@@ -80,6 +80,8 @@ pub struct Deferred {
     conversations: HashMap<String, Vec<u8>>,
     /// Bytes of keys and values in `seen` and `conversations`.
     rows_bytes: usize,
+    /// Bytes of them held at most ([`HELD_ROWS_BYTES`]; tests set less).
+    rows_budget: usize,
     /// Bytes of one sink's entries held at most ([`HELD_BYTES_PER_SINK`]; tests set less).
     budget: usize,
 }
@@ -92,6 +94,7 @@ impl Default for Deferred {
             seen: HashMap::new(),
             conversations: HashMap::new(),
             rows_bytes: 0,
+            rows_budget: HELD_ROWS_BYTES,
             budget: HELD_BYTES_PER_SINK,
         }
     }
@@ -160,9 +163,21 @@ impl Deferred {
         self.conversations.get(key).map(Vec::as_slice)
     }
 
-    /// Bytes of seen marks and conversation states held (see [`HELD_ROWS_BYTES`]).
+    /// Bytes of seen marks and conversation states held.
     pub fn rows_bytes(&self) -> usize {
         self.rows_bytes
+    }
+
+    /// True when the seen marks and states held reached their budget
+    /// ([`HELD_ROWS_BYTES`]): the next commit is to be a checkpoint.
+    pub fn rows_over_budget(&self) -> bool {
+        self.rows_bytes >= self.rows_budget
+    }
+
+    /// Sets the budget of seen marks and states (tests).
+    #[cfg(test)]
+    pub fn set_rows_budget(&mut self, bytes: usize) {
+        self.rows_budget = bytes;
     }
 
     /// Every seen mark held, in key order (a checkpoint inserts them so: each B-tree page

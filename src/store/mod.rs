@@ -626,9 +626,7 @@ impl Store {
         // redb lets one write transaction run at a time, so records reach the log in commit
         // order.
         let mut wal = self.wal.lock();
-        let checkpoint = checkpoint
-            || wal.checkpoint_due()
-            || self.wal.held().rows_bytes() >= deferred::HELD_ROWS_BYTES;
+        let checkpoint = checkpoint || wal.checkpoint_due() || self.wal.held().rows_over_budget();
         if !checkpoint {
             txn.set_durability(Durability::None)
                 .map_err(|e| self.db_err(e))?;
@@ -1187,7 +1185,9 @@ impl<'a> Txn<'a> {
             // Pruned in this transaction: held ones are not in redb.
             return Ok(added.is_some());
         }
-        if lock_held(self.held).seen(key).is_some() {
+        // In a checkpoint the held marks are in redb already (`write_held_rows`), under
+        // this transaction's own changes: there, only redb tells.
+        if self.defers() && lock_held(self.held).seen(key).is_some() {
             return Ok(true);
         }
         let path = self.path;
@@ -1357,12 +1357,16 @@ impl<'a> Txn<'a> {
     ) -> Result<Option<T>, StoreError> {
         let path = self.path;
         let key = compound(subscription, conversation_id);
-        if let Some(packed) = self.staged.conversation(&key) {
-            return unpack(packed, path).map(Some);
+        if self.defers() {
+            if let Some(packed) = self.staged.conversation(&key) {
+                return unpack(packed, path).map(Some);
+            }
+            if let Some(packed) = lock_held(self.held).conversation(&key) {
+                return unpack(packed, path).map(Some);
+            }
         }
-        if let Some(packed) = lock_held(self.held).conversation(&key) {
-            return unpack(packed, path).map(Some);
-        }
+        // In a checkpoint the held states are in redb already, under this transaction's
+        // own changes (see `is_seen`).
         get_packed(&*self.conversations()?, &key, path)
     }
 
@@ -1902,6 +1906,12 @@ mod tests {
             })
             .unwrap();
         assert!(!was_new, "a held mark is seen inside a checkpoint too");
+        assert!(
+            store
+                .write(|t| t.mark_seen("acme", "a", 3))
+                .map(|new| !new)
+                .unwrap()
+        );
         assert!(store.wal.held().is_empty());
         let packed = |s: &str| rmp_serde::to_vec(s).unwrap();
         assert_eq!(rows_in_redb(&store, "a"), (Some(packed("second")), Some(1)));
@@ -1961,22 +1971,74 @@ mod tests {
     }
 
     #[test]
+    fn a_checkpoint_reads_its_own_writes_over_what_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb")).unwrap();
+        store
+            .write(|t| {
+                t.put_conversation("support", "a", &"first")?;
+                t.mark_seen("acme", "old", 100)
+            })
+            .unwrap();
+        let (state, pending_added) = store
+            .write_durable(|t| {
+                t.put_conversation("support", "a", &"second")?;
+                let state: Option<String> = t.conversation("support", "a")?;
+                // Prunes the held mark, which the checkpoint wrote into redb first.
+                assert_eq!(t.prune_seen(500, None, 10)?.removed, 1);
+                let added = t.add_pending_preview("acme", "old", b"{}")?;
+                Ok((state, added))
+            })
+            .unwrap();
+        assert_eq!(state.as_deref(), Some("second"));
+        assert!(pending_added, "a pruned mark is not seen any more");
+        assert_eq!(store.seen_events().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_state_held_over_one_written_back_is_the_one_read_and_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        let store = Store::open(&path).unwrap();
+        store
+            .write(|t| t.put_conversation("support", "a", &"v1"))
+            .unwrap();
+        assert_eq!(store.write_back_held(1, 10).unwrap(), 1);
+        store
+            .write(|t| t.put_conversation("support", "a", &"v2"))
+            .unwrap();
+        let packed = |s: &str| rmp_serde::to_vec(s).unwrap();
+        assert_eq!(rows_in_redb(&store, "a").0, Some(packed("v1")));
+        let read = |store: &Store| store.conversation::<String>("support", "a").unwrap();
+        assert_eq!(read(&store).as_deref(), Some("v2"));
+        let in_txn: Option<String> = store.write(|t| t.conversation("support", "a")).unwrap();
+        assert_eq!(in_txn.as_deref(), Some("v2"));
+        let crashed = dir.path().join("crashed.redb");
+        crash_copy(&path, &crashed, true);
+        drop(store);
+        assert_eq!(read(&Store::open(&crashed).unwrap()).as_deref(), Some("v2"));
+        assert_eq!(read(&Store::open(&path).unwrap()).as_deref(), Some("v2"));
+    }
+
+    #[test]
     fn held_rows_past_their_budget_make_the_next_commit_a_checkpoint() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        let big = "x".repeat(1 << 20);
-        let mut i = 0;
-        while store.wal.held().rows_bytes() < deferred::HELD_ROWS_BYTES {
+        store.wal.held().set_rows_budget(3_000);
+        let state = "x".repeat(1_000);
+        for i in 0..3 {
             store
-                .write(|t| t.put_conversation("support", &format!("c{i}"), &big))
+                .write(|t| t.put_conversation("support", &format!("c{i}"), &state))
                 .unwrap();
-            i += 1;
-            assert!(i < 64, "the held bytes never reached the budget");
         }
-        assert!(rows_in_redb(&store, "c0").0.is_none());
+        assert!(store.wal.held().rows_over_budget());
+        assert!(
+            !store.wal.held().is_empty() && rows_in_redb(&store, "c2").0.is_none(),
+            "held until now"
+        );
         store.write(|t| t.mark_seen("acme", "next", 1)).unwrap();
         assert!(store.wal.held().is_empty(), "that commit was a checkpoint");
-        assert!(rows_in_redb(&store, "c0").0.is_some());
+        assert!(rows_in_redb(&store, "c2").0.is_some());
         assert_eq!(rows_in_redb(&store, "next").1, Some(1));
     }
 
