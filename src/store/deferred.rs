@@ -18,8 +18,8 @@
 //! moves them into redb when it is idle, a few hundred rows per commit without a sync
 //! ([`super::Store::write_back_held`]: the rows stay in the log, so a crash still replays
 //! them), and a checkpoint writes whatever is left. That write-back is what keeps the
-//! checkpoint short: left to the checkpoint alone, a second of intake at saturation took
-//! 100-190 ms to insert, a stall of every write (BENCHMARKS.md). They are bounded by
+//! checkpoint short: left to the checkpoint alone, a second of intake inserted at once
+//! stalled every write, and the ack p99.9 at saturation rose to 37-192 ms (BENCHMARKS.md). They are bounded by
 //! [`HELD_ROWS_BYTES`] in all: past it, the next commit is a checkpoint.
 //!
 //! A checkpoint writes what is held here (the seen marks and states, the entries still
@@ -170,11 +170,6 @@ impl Deferred {
         self.conversations.get(key).map(Vec::as_slice)
     }
 
-    /// Bytes of seen marks and conversation states held.
-    pub fn rows_bytes(&self) -> usize {
-        self.rows_bytes
-    }
-
     /// True when the seen marks and states held reached their budget
     /// ([`HELD_ROWS_BYTES`]): the next commit is to be a checkpoint.
     pub fn rows_over_budget(&self) -> bool {
@@ -187,63 +182,45 @@ impl Deferred {
         self.rows_budget = bytes;
     }
 
-    /// Every seen mark held, in key order (a checkpoint inserts them so: each B-tree page
-    /// is reached once, not once per key).
-    pub fn seen_rows(&self) -> Vec<(&str, u64)> {
-        let mut rows: Vec<_> = self.seen.iter().map(|(k, &v)| (k.as_str(), v)).collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        rows
-    }
-
-    /// Every conversation state held, in key order.
-    pub fn conversation_rows(&self) -> Vec<(&str, &[u8])> {
-        let mut rows: Vec<_> = self
-            .conversations
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect();
-        rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        rows
-    }
-
     /// Seen marks and conversation states held.
     pub fn rows_count(&self) -> usize {
         self.seen.len() + self.conversations.len()
     }
 
-    /// Copies of up to `max` held seen marks and states (marks first), each in key order:
-    /// what [`super::Store::write_back_held`] moves into redb.
-    pub fn some_rows(&self, max: usize) -> HeldRows {
+    /// Up to `max` held seen marks and states (marks first), each table's in key order, so
+    /// that inserting them into redb reaches each B-tree page once, not once per key.
+    pub fn rows(&self, max: usize) -> Rows<&str, &[u8]> {
         let mut seen: Vec<_> = self
             .seen
             .iter()
             .take(max)
-            .map(|(k, &v)| (k.clone(), v))
+            .map(|(k, &v)| (k.as_str(), v))
             .collect();
         let mut conversations: Vec<_> = self
             .conversations
             .iter()
             .take(max - seen.len())
-            .map(|(k, v)| (k.clone(), v.clone()))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
             .collect();
-        seen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        conversations.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        HeldRows {
+        seen.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        conversations.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        Rows {
             seen,
             conversations,
         }
     }
 
-    /// Forgets rows that were written into redb (by [`Deferred::some_rows`], unchanged since).
-    pub fn forget_rows(&mut self, rows: &HeldRows) {
+    /// Forgets rows that were written into redb (taken by [`Deferred::rows`], unchanged
+    /// since).
+    pub fn forget_rows<K: AsRef<str>, V>(&mut self, rows: &Rows<K, V>) {
         for (key, _) in &rows.seen {
-            if self.seen.remove(key).is_some() {
-                self.rows_bytes -= key.len() + 8;
+            if self.seen.remove(key.as_ref()).is_some() {
+                self.rows_bytes -= key.as_ref().len() + 8;
             }
         }
         for (key, _) in &rows.conversations {
-            if let Some(packed) = self.conversations.remove(key) {
-                self.rows_bytes -= key.len() + packed.len();
+            if let Some(packed) = self.conversations.remove(key.as_ref()) {
+                self.rows_bytes -= key.as_ref().len() + packed.len();
             }
         }
     }
@@ -329,19 +306,34 @@ impl Deferred {
     }
 }
 
-/// Copies of held seen marks and conversation states, each in key order.
+/// Seen marks (`compound(connection, event_id)` -> first seen, ms) and conversation states
+/// (`compound(subscription, conversation)` -> the packed state), each in key order:
+/// borrowed from what is held (`Rows<&str, &[u8]>`) or copied out of it
+/// (`Rows<String, Vec<u8>>`).
 #[derive(Debug, Default)]
-pub struct HeldRows {
-    /// `compound(connection, event_id)` -> first seen (ms).
-    pub seen: Vec<(String, u64)>,
-    /// `compound(subscription, conversation)` -> the packed state.
-    pub conversations: Vec<(String, Vec<u8>)>,
+pub struct Rows<K, V> {
+    pub seen: Vec<(K, u64)>,
+    pub conversations: Vec<(K, V)>,
 }
 
-impl HeldRows {
+impl<K, V> Rows<K, V> {
     /// Rows in all.
     pub fn len(&self) -> usize {
         self.seen.len() + self.conversations.len()
+    }
+}
+
+impl Rows<&str, &[u8]> {
+    /// A copy that does not borrow what is held.
+    pub fn to_owned(&self) -> Rows<String, Vec<u8>> {
+        Rows {
+            seen: self.seen.iter().map(|&(k, v)| (k.to_owned(), v)).collect(),
+            conversations: self
+                .conversations
+                .iter()
+                .map(|&(k, v)| (k.to_owned(), v.to_vec()))
+                .collect(),
+        }
     }
 }
 

@@ -27,7 +27,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use deferred::{Deferred, Staged};
+use deferred::{Deferred, Rows, Staged};
 pub use oauth::OAuthGrant;
 use tables::*;
 pub use wal::CHECKPOINT_EVERY;
@@ -204,18 +204,18 @@ fn write_held(
     Ok(())
 }
 
-/// Writes the seen marks and conversation states held out of redb into a checkpoint's
-/// transaction, each table in key order.
-fn write_held_rows(
-    held: &Deferred,
+/// Writes seen marks and conversation states held out of redb into a transaction: all of
+/// them in a checkpoint (and at close), some in a write-back.
+fn write_held_rows<K: AsRef<str>, V: AsRef<[u8]>>(
+    rows: &Rows<K, V>,
     seen: &mut Table<'_, &'static str, u64>,
     conversations: &mut Table<'_, &'static str, &'static [u8]>,
 ) -> Result<(), redb::StorageError> {
-    for (key, first_seen) in held.seen_rows() {
-        seen.insert(key, first_seen)?;
+    for (key, first_seen) in &rows.seen {
+        seen.insert(key.as_ref(), *first_seen)?;
     }
-    for (key, packed) in held.conversation_rows() {
-        conversations.insert(key, packed)?;
+    for (key, packed) in &rows.conversations {
+        conversations.insert(key.as_ref(), packed.as_ref())?;
     }
     Ok(())
 }
@@ -240,7 +240,7 @@ impl Drop for WalHandle {
                     let mut seen = txn.open_table(SEEN_EVENTS).map_err(|e| e.to_string())?;
                     let mut conversations =
                         txn.open_table(CONVERSATIONS).map_err(|e| e.to_string())?;
-                    write_held_rows(&held, &mut seen, &mut conversations)
+                    write_held_rows(&held.rows(usize::MAX), &mut seen, &mut conversations)
                         .map_err(|e| e.to_string())?;
                     let mut outbox = txn.open_table(OUTBOX).map_err(|e| e.to_string())?;
                     let mut counters = txn.open_table(COUNTERS).map_err(|e| e.to_string())?;
@@ -721,19 +721,12 @@ impl Store {
             .map_err(|e| self.db_err(e))?;
         // Held rows change only in a write transaction's commit, and this one excludes all
         // others until it ends, so the copies stay exact until the rows are forgotten.
-        let rows = self.wal.held().some_rows(max);
+        // Copied, so that readers are not kept waiting on the lock while they are inserted.
+        let rows = self.wal.held().rows(max).to_owned();
         {
             let mut seen = txn.open_table(SEEN_EVENTS).map_err(|e| self.db_err(e))?;
-            for (key, first_seen) in &rows.seen {
-                seen.insert(key.as_str(), *first_seen)
-                    .map_err(|e| self.db_err(e))?;
-            }
             let mut states = txn.open_table(CONVERSATIONS).map_err(|e| self.db_err(e))?;
-            for (key, packed) in &rows.conversations {
-                states
-                    .insert(key.as_str(), packed.as_slice())
-                    .map_err(|e| self.db_err(e))?;
-            }
+            write_held_rows(&rows, &mut seen, &mut states).map_err(|e| self.db_err(e))?;
         }
         // Commit and forget under the lock readers take with their snapshot (as in
         // `write_with`): a reader finds each row in one of the two, never in neither.
@@ -1168,12 +1161,13 @@ impl<'a> Txn<'a> {
     fn write_held_rows(&mut self) -> Result<(), StoreError> {
         let (path, txn, held) = (self.path, self.txn, self.held);
         let held = lock_held(held);
-        if held.rows_bytes() == 0 {
+        if held.rows_count() == 0 {
             return Ok(());
         }
         let seen = opened(&mut self.tables.seen, txn, SEEN_EVENTS, path)?;
         let conversations = opened(&mut self.tables.conversations, txn, CONVERSATIONS, path)?;
-        write_held_rows(&held, seen, conversations).map_err(|e| db_err(path, e))?;
+        write_held_rows(&held.rows(usize::MAX), seen, conversations)
+            .map_err(|e| db_err(path, e))?;
         self.changed_redb = true;
         Ok(())
     }
@@ -1853,16 +1847,14 @@ mod tests {
         assert_eq!(again.removed, 0);
         assert_eq!(store.seen_events().unwrap(), 1);
         // A pruned id counts as new again; the kept one is still a duplicate.
-        assert!(
-            store
-                .write(|t| t.mark_seen("acme", "evt_old1", 2_000))
-                .unwrap()
-        );
-        assert!(
-            !store
-                .write(|t| t.mark_seen("acme", "evt_new", 2_000))
-                .unwrap()
-        );
+        assert!(marks_new(&store, "evt_old1", 2_000));
+        assert!(!marks_new(&store, "evt_new", 2_000));
+    }
+
+    /// Marks `id` of connection `acme` seen at `at` in a transaction of its own; true when
+    /// it was new.
+    fn marks_new(store: &Store, id: &str, at: u64) -> bool {
+        store.write(|t| t.mark_seen("acme", id, at)).unwrap()
     }
 
     /// The conversation state and seen mark of `key` in redb's own tables.
@@ -1906,12 +1898,7 @@ mod tests {
             })
             .unwrap();
         assert!(!was_new, "a held mark is seen inside a checkpoint too");
-        assert!(
-            store
-                .write(|t| t.mark_seen("acme", "a", 3))
-                .map(|new| !new)
-                .unwrap()
-        );
+        assert!(!marks_new(&store, "a", 3));
         assert!(store.wal.held().is_empty());
         let packed = |s: &str| rmp_serde::to_vec(s).unwrap();
         assert_eq!(rows_in_redb(&store, "a"), (Some(packed("second")), Some(1)));
@@ -1951,8 +1938,10 @@ mod tests {
                     store.conversation("support", &format!("k{i}")).unwrap();
                 assert_eq!(state, Some(format!("state {i}")));
             }
-            let again = store.write(|t| t.mark_seen("acme", "k7", 5_000)).unwrap();
-            assert!(!again, "a mark written back is still seen");
+            assert!(
+                !marks_new(store, "k7", 5_000),
+                "a mark written back is still seen"
+            );
         };
         check(&store);
         assert_eq!(
@@ -2067,27 +2056,15 @@ mod tests {
             }
         );
         assert_eq!(store.seen_events().unwrap(), 1);
-        assert!(
-            store
-                .write(|t| t.mark_seen("acme", "evt_old", 2_000))
-                .unwrap()
-        );
-        assert!(
-            !store
-                .write(|t| t.mark_seen("acme", "evt_new", 2_000))
-                .unwrap()
-        );
+        assert!(marks_new(&store, "evt_old", 2_000));
+        assert!(!marks_new(&store, "evt_new", 2_000));
         // The prune is in the log like any other change: replayed after a crash, and
         // written into redb by a checkpoint.
         drop(store);
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
         assert!(store.wal.held().is_empty());
         assert_eq!(store.seen_events().unwrap(), 2);
-        assert!(
-            !store
-                .write(|t| t.mark_seen("acme", "evt_old", 3_000))
-                .unwrap()
-        );
+        assert!(!marks_new(&store, "evt_old", 3_000));
     }
 
     #[test]
