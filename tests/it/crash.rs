@@ -138,16 +138,15 @@ fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
     let acked = acked.lock().unwrap().clone();
     let sent = sent.lock().unwrap().clone();
     let must: BTreeSet<String> = acked.union(&polled).cloned().collect();
-    let lines = wait_until(
+    wait_until(
         Duration::from_secs(60),
         "every acknowledged highlight",
         || {
-            let lines = read_jsonl(&d.jsonl_path());
-            let ids: BTreeSet<String> = lines
+            let ids: BTreeSet<String> = read_jsonl(&d.jsonl_path())
                 .iter()
                 .map(|l| l["id"].as_str().unwrap().to_string())
                 .collect();
-            must.is_subset(&ids).then_some(lines)
+            must.is_subset(&ids).then_some(())
         },
     );
     wait_until(
@@ -166,6 +165,10 @@ fn kill_9_at_random_moments_loses_nothing_and_duplicates_nothing() {
         (v["sinks"]["archive"]["outbox_depth"] == 0 && v["sinks"]["next"]["outbox_depth"] == 0)
             .then_some(())
     });
+    // Caught up only now: webhooks whose answer the kill cut off (one per sender) may have
+    // committed after every acknowledged one, and reach the file after it had them all.
+    let lines = read_jsonl(&d.jsonl_path());
+    std::thread::sleep(Duration::from_millis(500));
     let created: BTreeSet<String> = next.created_keys().into_iter().collect();
     let lines_after = read_jsonl(&d.jsonl_path());
     assert_eq!(
