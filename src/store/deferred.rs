@@ -58,11 +58,14 @@ pub const HELD_BYTES_PER_SINK: usize = 1 << 20;
 
 /// Bytes of seen marks and conversation states (keys and values) held at most: once more
 /// are held, the next commit is a checkpoint. The idle writer's write-back keeps far fewer
-/// held (a few hundred rows); this bounds the memory they take when the writer is never
-/// idle: a second of intake at 20,000 webhooks/s is about 12 MiB (0.6 KB of state and keys
-/// per event), so checkpoints would still come by time
-/// ([`super::wal::CHECKPOINT_EVERY`]) there.
-pub const HELD_ROWS_BYTES: usize = 16 << 20;
+/// held (a few hundred rows); this bounds them when the writer is never idle, and with them
+/// the checkpoint's stall, which inserts them all at once. 1 MiB is about 1,700 events
+/// (0.6 KB of state and keys each, about twice that in the maps and in redb's dirty pages),
+/// so at 30,000 webhooks/s a checkpoint comes about 18 times a second instead of once
+/// ([`super::wal::CHECKPOINT_EVERY`]). Measured at saturation over 150,000 webhooks
+/// (BENCHMARKS.md): with 16 MiB, peak RSS 81-89 MB and ack p99.9 97-144 ms; with 1 MiB
+/// (and the 16 MiB page cache), 45-47 MB and 24-26 ms, at the same throughput.
+pub const HELD_ROWS_BYTES: usize = 1 << 20;
 
 /// One sink's held entries.
 #[derive(Debug, Default)]

@@ -44,9 +44,10 @@ const MIGRATE_CHUNK: usize = 5_000;
 /// redb's page cache. Its default (1 GiB) lets memory grow with the file: a sink down for
 /// hours would hold its whole outbox in RAM. Bounded, the outbox really stays on disk;
 /// this is far more than one commit (at most `MAX_BATCH_OPS` events) or the hot pages of
-/// the tables (outbox heads and tails, recent conversations) need. 24 MiB keeps the
-/// daemon under 60 MB of RSS at saturation with mimalloc's own overhead (BENCHMARKS.md).
-const CACHE_BYTES: usize = 24 << 20;
+/// the tables (outbox heads and tails, recent conversations) need. 16 MiB keeps the
+/// daemon under 50 MB of RSS at saturation, mimalloc's own overhead included; 24 MiB gave
+/// 57-60 MB and no more throughput, with 1,000,000 seen ids in the file too (BENCHMARKS.md).
+const CACHE_BYTES: usize = 16 << 20;
 
 /// Why the state database failed. Every variant names the file.
 #[derive(Debug, thiserror::Error)]
