@@ -15,12 +15,14 @@
 //! then committed redb's transaction (its page allocation, checksums and table roots),
 //! whether it carried one event or 25. Held here, an ingest commit changes nothing in redb
 //! (its record in the log is the commit) and redb's transaction is dropped. The writer
-//! moves them into redb when it is idle, a few hundred rows per commit without a sync
+//! moves them into redb a few hundred rows per commit without a sync
 //! ([`super::Store::write_back_held`]: the rows stay in the log, so a crash still replays
-//! them), and a checkpoint writes whatever is left. That write-back is what keeps the
+//! them) when it is idle, and between its commits when it is not (once a few hundred are
+//! held), and a checkpoint writes whatever is left. That write-back is what keeps the
 //! checkpoint short: left to the checkpoint alone, a second of intake inserted at once
-//! stalled every write, and the ack p99.9 at saturation rose to 37-192 ms (BENCHMARKS.md). They are bounded by
-//! [`HELD_ROWS_BYTES`] in all: past it, the next commit is a checkpoint.
+//! stalled every write (ack p99.9 at saturation 37-192 ms), and 1 MiB of it at a time still
+//! set the ack p99 there (13 ms; BENCHMARKS.md). They are bounded by [`HELD_ROWS_BYTES`] in
+//! all: past it, the next commit is a checkpoint.
 //!
 //! A checkpoint writes what is held here (the seen marks and states, the entries still
 //! queued and the counters' latest values) into redb in its durable commit, then empties
@@ -57,14 +59,14 @@ type RowMap<V> = rustc_hash::FxHashMap<String, V>;
 pub const HELD_BYTES_PER_SINK: usize = 1 << 20;
 
 /// Bytes of seen marks and conversation states (keys and values) held at most: once more
-/// are held, the next commit is a checkpoint. The idle writer's write-back keeps far fewer
-/// held (a few hundred rows); this bounds them when the writer is never idle, and with them
-/// the checkpoint's stall, which inserts them all at once. 1 MiB is about 1,700 events
-/// (0.6 KB of state and keys each, about twice that in the maps and in redb's dirty pages),
-/// so at 30,000 webhooks/s a checkpoint comes about 18 times a second instead of once
-/// ([`super::wal::CHECKPOINT_EVERY`]). Measured at saturation over 150,000 webhooks
-/// (BENCHMARKS.md): with 16 MiB, peak RSS 81-89 MB and ack p99.9 97-144 ms; with 1 MiB
-/// (and the 16 MiB page cache), 45-47 MB and 24-26 ms, at the same throughput.
+/// are held, the next commit is a checkpoint. The writer's write-back keeps far fewer held
+/// (a few hundred rows, busy or idle); this bounds them, and with them the checkpoint's
+/// stall, which inserts them all at once, when the write-back does not keep up or fails.
+/// 1 MiB is about 1,700 events (0.6 KB of state and keys each, about twice that in the maps
+/// and in redb's dirty pages). Measured at saturation over 150,000 webhooks, before the
+/// busy writer wrote back (BENCHMARKS.md): with 16 MiB, peak RSS 81-89 MB and ack p99.9
+/// 97-144 ms; with 1 MiB (and the 16 MiB page cache), 45-47 MB and 24-26 ms, at the same
+/// throughput.
 pub const HELD_ROWS_BYTES: usize = 1 << 20;
 
 /// One sink's held entries.

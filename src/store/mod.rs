@@ -737,6 +737,18 @@ impl Store {
         Ok(rows.len())
     }
 
+    /// Seen marks and states held out of redb (tests of the writer's write-back).
+    #[cfg(test)]
+    pub(crate) fn held_rows(&self) -> usize {
+        self.wal.held().rows_count()
+    }
+
+    /// Sets how many bytes of them may be held before a checkpoint (tests).
+    #[cfg(test)]
+    pub(crate) fn set_held_rows_budget(&self, bytes: usize) {
+        self.wal.held().set_rows_budget(bytes);
+    }
+
     /// Up to `limit` outbox entries of `sink`, oldest first: those held out of redb (see
     /// `deferred`) and those in it.
     pub fn outbox_head(&self, sink: &str, limit: usize) -> Result<Vec<Delivery>, StoreError> {
