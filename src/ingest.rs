@@ -955,8 +955,8 @@ mod tests {
     fn a_busy_writer_writes_held_rows_back_between_commits() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb")).unwrap();
-        // No checkpoint by size: what is left held is what the write-back left.
-        store.set_held_rows_budget(usize::MAX);
+        // No checkpoint by size or time: what is left held is what the write-back left.
+        store.checkpoint_only_when_asked();
         let routing = Routing::new(&[decide_tests::sub(false, vec![])], |_, _| None);
         let routing: SharedRouting = Arc::new(RwLock::new(Arc::new(routing)));
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);

@@ -743,10 +743,12 @@ impl Store {
         self.wal.held().rows_count()
     }
 
-    /// Sets how many bytes of them may be held before a checkpoint (tests).
+    /// Tests: commits are checkpoints only when asked (no budget of held rows, no timed
+    /// checkpoints), so what is held is what the write-back left.
     #[cfg(test)]
-    pub(crate) fn set_held_rows_budget(&self, bytes: usize) {
-        self.wal.held().set_rows_budget(bytes);
+    pub(crate) fn checkpoint_only_when_asked(&self) {
+        self.wal.held().set_rows_budget(usize::MAX);
+        self.wal.lock().postpone_timed_checkpoints();
     }
 
     /// Up to `limit` outbox entries of `sink`, oldest first: those held out of redb (see
