@@ -62,11 +62,10 @@ pub const HELD_BYTES_PER_SINK: usize = 1 << 20;
 /// are held, the next commit is a checkpoint. The writer's write-back keeps far fewer held
 /// (a few hundred rows, busy or idle); this bounds them, and with them the checkpoint's
 /// stall, which inserts them all at once, when the write-back does not keep up or fails.
-/// 1 MiB is about 1,700 events (0.6 KB of state and keys each, about twice that in the maps
-/// and in redb's dirty pages). Measured at saturation over 150,000 webhooks, before the
-/// busy writer wrote back (BENCHMARKS.md): with 16 MiB, peak RSS 81-89 MB and ack p99.9
-/// 97-144 ms; with 1 MiB (and the 16 MiB page cache), 45-47 MB and 24-26 ms, at the same
-/// throughput.
+/// 1 MiB is about 1,700 events of the benchmark's (0.6 KB of state and keys each). Measured
+/// at saturation over 150,000 webhooks, before the busy writer wrote back (BENCHMARKS.md):
+/// with 16 MiB (and a 24 MiB page cache), peak RSS 68-90 MB and ack p99.9 70-144 ms in 5
+/// runs; with 1 MiB (and 16 MiB), 45-47 MB and 24-25 ms in 2, at the same throughput.
 pub const HELD_ROWS_BYTES: usize = 1 << 20;
 
 /// One sink's held entries.

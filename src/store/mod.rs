@@ -46,7 +46,8 @@ const MIGRATE_CHUNK: usize = 5_000;
 /// this is far more than one commit (at most `MAX_BATCH_OPS` events) or the hot pages of
 /// the tables (outbox heads and tails, recent conversations) need. 16 MiB keeps the
 /// daemon under 50 MB of RSS at saturation, mimalloc's own overhead included; 24 MiB gave
-/// 57-60 MB and no more throughput, with 1,000,000 seen ids in the file too (BENCHMARKS.md).
+/// 57-60 MB over 150,000 webhooks and no more throughput, at 1,000/s and with 1,000,000
+/// seen ids in the file neither (BENCHMARKS.md, "Held rows bounded").
 const CACHE_BYTES: usize = 16 << 20;
 
 /// Why the state database failed. Every variant names the file.
