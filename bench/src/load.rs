@@ -438,18 +438,19 @@ fn follow(
     let mut buf = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 1 << 20];
     let needle = memmem::FinderRev::new(needle.as_bytes());
+    let mut changes = Changes::new(path);
     while !stop.load(Ordering::Relaxed) {
         if file.is_none() {
             file = std::fs::File::open(path).ok();
         }
         let Some(f) = file.as_mut() else {
-            std::thread::sleep(Duration::from_micros(250));
+            changes.wait();
             continue;
         };
         f.seek(SeekFrom::Start(pos))?;
         let got = f.read(&mut chunk)?;
         if got == 0 {
-            std::thread::sleep(Duration::from_micros(250));
+            changes.wait();
             continue;
         }
         let now = base.elapsed().as_nanos() as u64;
@@ -477,6 +478,90 @@ fn follow(
     Ok(())
 }
 
+/// Wakes the tail when something is written in the JSONL file's directory (inotify).
+///
+/// Polling the file every 250 us cost the load generator a fifth of its CPU at saturation
+/// (4,000 wake-ups a second, most finding nothing), taken from the 2 CPUs the daemon runs
+/// on, while the baseline run has no tail at all. Where inotify cannot be set up (the
+/// directory does not exist yet), it falls back to that polling until it can.
+struct Changes {
+    dir: PathBuf,
+    /// The inotify descriptor, -1 if it could not be created.
+    fd: libc::c_int,
+    watching: bool,
+}
+
+impl Changes {
+    fn new(file: &Path) -> Changes {
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        // SAFETY: no pointers; the descriptor is owned by this value and closed on drop.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        Changes {
+            dir,
+            fd,
+            watching: false,
+        }
+    }
+
+    /// Returns once the directory changed since the last call (or after 20 ms, so the
+    /// caller sees its stop flag), or after 250 us while there is no watch.
+    fn wait(&mut self) {
+        if !self.watching {
+            self.watching = self.fd >= 0 && self.add_watch();
+            if !self.watching {
+                std::thread::sleep(Duration::from_micros(250));
+            }
+            // A write between the caller's last read and the watch would go unnoticed:
+            // the caller reads once more before waiting on it.
+            return;
+        }
+        let mut pollfd = libc::pollfd {
+            fd: self.fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for the duration of the call.
+        unsafe { libc::poll(&mut pollfd, 1, 20) };
+        // Drain the queued events: only "something changed" matters.
+        let mut events = [0u8; 4096];
+        loop {
+            // SAFETY: reads at most `events.len()` bytes into `events`.
+            let n = unsafe { libc::read(self.fd, events.as_mut_ptr().cast(), events.len()) };
+            if n <= 0 {
+                break;
+            }
+        }
+    }
+
+    fn add_watch(&self) -> bool {
+        use std::os::unix::ffi::OsStrExt;
+        let Ok(dir) = std::ffi::CString::new(self.dir.as_os_str().as_bytes()) else {
+            return false;
+        };
+        // SAFETY: `dir` is a NUL-terminated path that outlives the call.
+        let wd = unsafe {
+            libc::inotify_add_watch(
+                self.fd,
+                dir.as_ptr(),
+                libc::IN_MODIFY | libc::IN_CREATE | libc::IN_MOVED_TO,
+            )
+        };
+        wd >= 0
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        if self.fd >= 0 {
+            // SAFETY: the descriptor is this value's own and not used after this.
+            unsafe { libc::close(self.fd) };
+        }
+    }
+}
+
 /// The number right after `needle` in `line`.
 fn event_index(line: &[u8], needle: &memmem::FinderRev<'_>) -> Option<usize> {
     // `source` is the last field of a Highlight line: search from the end.
@@ -502,6 +587,40 @@ mod tests {
             Some(12)
         );
         assert_eq!(event_index(line, &finder(br#""event_id":"evt_w"#)), None);
+    }
+
+    #[test]
+    fn the_tail_times_lines_written_after_it_started_into_a_file_not_yet_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("highlights.jsonl");
+        let base = Instant::now();
+        let tail = Tail::start(path.clone(), "t", 3, base);
+        let writer = std::thread::spawn(move || {
+            use std::io::Write;
+            std::thread::sleep(Duration::from_millis(30));
+            let mut f = std::fs::File::create(&path).unwrap();
+            for i in [2, 0, 1] {
+                // Half a line, then the rest: only whole lines count.
+                let line = format!("{{\"source\":{{\"event_id\":\"evt_t{i}\"}}}}\n");
+                let (a, b) = line.as_bytes().split_at(10);
+                f.write_all(a).unwrap();
+                std::thread::sleep(Duration::from_millis(15));
+                f.write_all(b).unwrap();
+                std::thread::sleep(Duration::from_millis(15));
+            }
+            base.elapsed().as_nanos() as u64
+        });
+        let done = writer.join().unwrap();
+        let seen = tail.finish(3, Duration::from_secs(10)).unwrap();
+        let times: Vec<u64> = seen.iter().map(|t| t.load(Ordering::Relaxed)).collect();
+        assert!(
+            times
+                .iter()
+                .all(|&t| t != NONE && t <= done + 1_000_000_000),
+            "{times:?}"
+        );
+        // Written in the order 2, 0, 1, 30 ms apart: seen in that order.
+        assert!(times[2] < times[0] && times[0] < times[1], "{times:?}");
     }
 
     #[test]
