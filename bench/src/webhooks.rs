@@ -1,6 +1,7 @@
 //! `webhooks`: the same pre-signed load against the daemon and against the baseline server,
 //! alternating, `--runs` times each; prints medians with min/max and frontsync/baseline.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -333,6 +334,44 @@ fn run_once(
     Ok(f)
 }
 
+/// `key` of each frontsync run over that of the baseline run made right after it (the runs
+/// alternate), for the pairs where both have it.
+///
+/// The ratio of the two medians hides how the pairs spread, and on some hosts the baseline
+/// runs in two modes minutes apart (BENCHMARKS.md: 9-10.5 or 11.5-16.5 us per request), so
+/// the tool shows the pairs too.
+fn pair_ratios(runs: &[(Target, Figures)], key: &str) -> Vec<f64> {
+    let of = |t: Target| {
+        runs.iter()
+            .filter(move |(x, _)| *x == t)
+            .map(|(_, f)| f.get(key))
+    };
+    of(Target::Frontsync)
+        .zip(of(Target::Baseline))
+        .filter_map(|(a, b)| match (a, b) {
+            (Some(a), Some(b)) if *b != 0.0 => Some(a / b),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The frontsync median of `key` over the baseline's best run: against the physical limit
+/// the baseline stands for, not against its median, which a slow mode of the host can lower.
+fn over_best_baseline(
+    runs: &[(Target, Figures)],
+    fs: &BTreeMap<&'static str, Spread>,
+    key: &str,
+) -> Option<(f64, f64)> {
+    let best = runs
+        .iter()
+        .filter(|(t, _)| *t == Target::Baseline)
+        .filter_map(|(_, f)| f.get(key).copied())
+        .filter(|v| v.is_finite())
+        .max_by(f64::total_cmp)?;
+    let median = fs.get(key)?.median;
+    (best != 0.0).then(|| (median / best, best))
+}
+
 fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow::Result<()> {
     let of = |t: Target| -> Vec<&Figures> {
         runs.iter()
@@ -346,6 +385,8 @@ fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow:
         let (a, b) = (fs.get(key)?.median, bl.get(key)?.median);
         (b != 0.0).then(|| a / b)
     };
+    let pairs = pair_ratios(runs, "throughput");
+    let over_best = over_best_baseline(runs, &fs, "throughput");
     let mode = match args.rate {
         Some(r) => format!("open loop {r} req/s"),
         None => "closed loop".to_string(),
@@ -375,6 +416,8 @@ fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow:
             "frontsync": spread_map(&fs),
             "baseline": spread_map(&bl),
             "ratio_frontsync_over_baseline": ratios,
+            "throughput_ratio_per_pair": Spread::of(&pairs).map(Spread::to_json),
+            "throughput_over_best_baseline": over_best.map(|(r, _)| r),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
         return Ok(());
@@ -427,5 +470,63 @@ fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow:
             r.unwrap_or_else(|| "-".into())
         );
     }
+    if let Some(p) = Spread::of(&pairs) {
+        println!(
+            "throughput ratio per pair (each frontsync run / the baseline run after it): {:.3} [{:.3}..{:.3}] over {} pairs",
+            p.median, p.min, p.max, p.runs
+        );
+    }
+    if let Some((r, best)) = over_best {
+        println!(
+            "throughput ratio against the baseline's best run ({}): {r:.3}",
+            fmt_num(best)
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(target: Target, throughput: f64) -> (Target, Figures) {
+        let mut f = Figures::new();
+        f.insert("throughput", throughput);
+        (target, f)
+    }
+
+    #[test]
+    fn pairs_each_frontsync_run_with_the_baseline_run_after_it() {
+        use Target::{Baseline, Frontsync};
+        let runs = vec![
+            run(Frontsync, 30.0),
+            run(Baseline, 100.0),
+            run(Frontsync, 20.0),
+            run(Baseline, 50.0),
+            run(Frontsync, 28.0),
+            run(Baseline, 70.0),
+        ];
+        assert_eq!(pair_ratios(&runs, "throughput"), vec![0.3, 0.4, 0.4]);
+        assert!(pair_ratios(&runs, "no such figure").is_empty());
+        // The frontsync median (28) over the best baseline run (100), not its median (70).
+        let fs = stats::summarize(
+            &runs
+                .iter()
+                .filter(|(t, _)| *t == Frontsync)
+                .map(|(_, f)| f)
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(
+            over_best_baseline(&runs, &fs, "throughput"),
+            Some((0.28, 100.0))
+        );
+    }
+
+    #[test]
+    fn without_a_baseline_there_is_no_ratio() {
+        let runs = vec![run(Target::Frontsync, 30.0), run(Target::Frontsync, 20.0)];
+        let fs = stats::summarize(&runs.iter().map(|(_, f)| f).collect::<Vec<_>>());
+        assert!(pair_ratios(&runs, "throughput").is_empty());
+        assert_eq!(over_best_baseline(&runs, &fs, "throughput"), None);
+    }
 }
