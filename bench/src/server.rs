@@ -264,42 +264,61 @@ pub fn wait_quiet(limit: Duration, max_cores: f64) -> f64 {
     }
 }
 
-/// Samples a process's RSS every 20 ms until stopped; reports the largest `VmRSS` seen.
+/// Samples a process's RSS every 20 ms until stopped; reports the largest `VmRSS` seen, and
+/// the longest its own 20 ms sleep overran.
+///
+/// The overrun tells when the VM itself stopped during a run: on the shared host of
+/// BENCHMARKS.md every thread of the machine, the load generator's included, sometimes
+/// stands still for 100 ms and more, which then shows in the ack latency's p99.9 as if the
+/// server had stalled. A sampler waiting for a CPU behind a busy run queue also oversleeps,
+/// by a few milliseconds at most; what is far above that is the machine.
 pub struct RssSampler {
     stop: Arc<AtomicBool>,
     max_kib: Arc<AtomicU64>,
+    max_late_us: Arc<AtomicU64>,
     handle: Option<JoinHandle<()>>,
 }
+
+const RSS_PERIOD: Duration = Duration::from_millis(20);
 
 impl RssSampler {
     pub fn start(pid: u32) -> RssSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let max_kib = Arc::new(AtomicU64::new(0));
+        let max_late_us = Arc::new(AtomicU64::new(0));
         let handle = {
-            let (stop, max_kib) = (stop.clone(), max_kib.clone());
+            let (stop, max_kib, max_late_us) = (stop.clone(), max_kib.clone(), max_late_us.clone());
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
                     if let Some((rss, _)) = memory_kib(pid) {
                         max_kib.fetch_max(rss, Ordering::Relaxed);
                     }
-                    std::thread::sleep(Duration::from_millis(20));
+                    let asleep = Instant::now();
+                    std::thread::sleep(RSS_PERIOD);
+                    let late = asleep.elapsed().saturating_sub(RSS_PERIOD);
+                    max_late_us.fetch_max(late.as_micros() as u64, Ordering::Relaxed);
                 }
             })
         };
         RssSampler {
             stop,
             max_kib,
+            max_late_us,
             handle: Some(handle),
         }
     }
 
-    /// Stops sampling; the largest VmRSS seen, in KiB.
-    pub fn finish(mut self) -> u64 {
+    /// Stops sampling; the largest VmRSS seen, in KiB, and the longest overrun of the
+    /// sampler's sleep.
+    pub fn finish(mut self) -> (u64, Duration) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-        self.max_kib.load(Ordering::Relaxed)
+        (
+            self.max_kib.load(Ordering::Relaxed),
+            Duration::from_micros(self.max_late_us.load(Ordering::Relaxed)),
+        )
     }
 }
 

@@ -91,6 +91,7 @@ const ROWS: &[(&str, &str, bool)] = &[
     ("cpu_us_per_ack", "server CPU per ack (us)", true),
     ("client_cpu_cores", "load generator CPU (cores)", true),
     ("other_cpu_cores", "other processes CPU (cores)", false),
+    ("stop_max_ms", "longest machine stop seen (ms)", false),
     ("commits_per_s", "writer commits per s", false),
     ("ops_per_commit", "writer ops per commit (mean)", false),
     ("commit_p50_ms", "writer commit time p50 (ms)", false),
@@ -264,7 +265,8 @@ fn run_once(
     }
     let cpu_done = server::cpu_seconds(&pid).unwrap_or(cpu1);
     let mut commits = srv.take_commits();
-    let rss_load = sampler.finish();
+    let (rss_load, sampler_late) = sampler.finish();
+    f.insert("stop_max_ms", sampler_late.as_secs_f64() * 1e3);
     let hwm = server::memory_kib(srv.pid).map(|(_, h)| h);
     let status = srv.stop()?;
     if !commits.is_empty() {
