@@ -322,20 +322,30 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
 }
 
 /// The JSONL file's lines, parsed (missing file = none).
+///
+/// A file read while the daemon writes a batch can end in the middle of a line: a regular
+/// file's size grows page by page during one `write`, and a concurrent read sees what is
+/// there so far. So a torn last line is read again until it is whole; one that stays torn
+/// for a second is what the sink must never leave, and fails the test.
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            assert!(
-                text.is_empty() || text.ends_with('\n'),
-                "torn last line in {}",
-                path.display()
-            );
-            text.lines()
-                .map(|l| serde_json::from_str(l).expect("valid json line"))
-                .collect()
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let text = loop {
+        match std::fs::read_to_string(path) {
+            Ok(text) if text.is_empty() || text.ends_with('\n') => break text,
+            Ok(_) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "torn last line in {} for a second",
+                    path.display()
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => return Vec::new(),
         }
-        Err(_) => Vec::new(),
-    }
+    };
+    text.lines()
+        .map(|l| serde_json::from_str(l).expect("valid json line"))
+        .collect()
 }
 
 /// Signs like a Front rule webhook with the test secret (the scheme is pinned by known
