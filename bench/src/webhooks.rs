@@ -337,41 +337,32 @@ fn run_once(
 }
 
 /// `key` of each frontsync run over that of the baseline run made right after it (the runs
-/// alternate), for the pairs where both have it.
+/// alternate, so the i-th of each list are a pair), for the pairs where both have it.
 ///
 /// The ratio of the two medians hides how the pairs spread, and on some hosts the baseline
 /// runs in two modes minutes apart (BENCHMARKS.md: 9-10.5 or 11.5-16.5 us per request), so
 /// the tool shows the pairs too.
-fn pair_ratios(runs: &[(Target, Figures)], key: &str) -> Vec<f64> {
-    let of = |t: Target| {
-        runs.iter()
-            .filter(move |(x, _)| *x == t)
-            .map(|(_, f)| f.get(key))
-    };
-    of(Target::Frontsync)
-        .zip(of(Target::Baseline))
-        .filter_map(|(a, b)| match (a, b) {
+fn pair_ratios(frontsync: &[&Figures], baseline: &[&Figures], key: &str) -> Vec<f64> {
+    frontsync
+        .iter()
+        .zip(baseline)
+        .filter_map(|(a, b)| match (a.get(key), b.get(key)) {
             (Some(a), Some(b)) if *b != 0.0 => Some(a / b),
             _ => None,
         })
         .collect()
 }
 
-/// The frontsync median of `key` over the baseline's best run: against the physical limit
-/// the baseline stands for, not against its median, which a slow mode of the host can lower.
+/// The frontsync median of `key` over the baseline's best run (the most its runs reached),
+/// and that best: against the physical limit the baseline stands for, not against its
+/// median, which a slow mode of the host can lower.
 fn over_best_baseline(
-    runs: &[(Target, Figures)],
-    fs: &BTreeMap<&'static str, Spread>,
+    frontsync: &BTreeMap<&'static str, Spread>,
+    baseline: &BTreeMap<&'static str, Spread>,
     key: &str,
 ) -> Option<(f64, f64)> {
-    let best = runs
-        .iter()
-        .filter(|(t, _)| *t == Target::Baseline)
-        .filter_map(|(_, f)| f.get(key).copied())
-        .filter(|v| v.is_finite())
-        .max_by(f64::total_cmp)?;
-    let median = fs.get(key)?.median;
-    (best != 0.0).then(|| (median / best, best))
+    let (f, b) = (frontsync.get(key)?, baseline.get(key)?);
+    (b.max != 0.0).then(|| (f.median / b.max, b.max))
 }
 
 fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow::Result<()> {
@@ -381,20 +372,21 @@ fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow:
             .map(|(_, f)| f)
             .collect()
     };
-    let fs = stats::summarize(&of(Target::Frontsync));
-    let bl = stats::summarize(&of(Target::Baseline));
+    let (fs_runs, bl_runs) = (of(Target::Frontsync), of(Target::Baseline));
+    let fs = stats::summarize(&fs_runs);
+    let bl = stats::summarize(&bl_runs);
     let ratio = |key: &str| -> Option<f64> {
         let (a, b) = (fs.get(key)?.median, bl.get(key)?.median);
         (b != 0.0).then(|| a / b)
     };
-    let pairs = pair_ratios(runs, "throughput");
-    let over_best = over_best_baseline(runs, &fs, "throughput");
+    let pairs = pair_ratios(&fs_runs, &bl_runs, "throughput");
+    let over_best = over_best_baseline(&fs, &bl, "throughput");
     let mode = match args.rate {
         Some(r) => format!("open loop {r} req/s"),
         None => "closed loop".to_string(),
     };
     if args.common.json {
-        let spread_map = |m: &std::collections::BTreeMap<&'static str, Spread>| {
+        let spread_map = |m: &BTreeMap<&'static str, Spread>| {
             m.iter()
                 .map(|(k, s)| (k.to_string(), s.to_json()))
                 .collect::<serde_json::Map<_, _>>()
@@ -491,44 +483,36 @@ fn report(args: &Args, body_bytes: usize, runs: &[(Target, Figures)]) -> anyhow:
 mod tests {
     use super::*;
 
-    fn run(target: Target, throughput: f64) -> (Target, Figures) {
+    fn figures(throughput: f64) -> Figures {
         let mut f = Figures::new();
         f.insert("throughput", throughput);
-        (target, f)
+        f
     }
 
     #[test]
     fn pairs_each_frontsync_run_with_the_baseline_run_after_it() {
-        use Target::{Baseline, Frontsync};
-        let runs = vec![
-            run(Frontsync, 30.0),
-            run(Baseline, 100.0),
-            run(Frontsync, 20.0),
-            run(Baseline, 50.0),
-            run(Frontsync, 28.0),
-            run(Baseline, 70.0),
-        ];
-        assert_eq!(pair_ratios(&runs, "throughput"), vec![0.3, 0.4, 0.4]);
-        assert!(pair_ratios(&runs, "no such figure").is_empty());
+        let (f1, f2, f3) = (figures(30.0), figures(20.0), figures(28.0));
+        let (b1, b2, b3) = (figures(100.0), figures(50.0), figures(70.0));
+        let (fs, bl) = ([&f1, &f2, &f3], [&b1, &b2, &b3]);
+        assert_eq!(pair_ratios(&fs, &bl, "throughput"), vec![0.3, 0.4, 0.4]);
+        assert!(pair_ratios(&fs, &bl, "no such figure").is_empty());
         // The frontsync median (28) over the best baseline run (100), not its median (70).
-        let fs = stats::summarize(
-            &runs
-                .iter()
-                .filter(|(t, _)| *t == Frontsync)
-                .map(|(_, f)| f)
-                .collect::<Vec<_>>(),
-        );
+        let (fs, bl) = (stats::summarize(&fs), stats::summarize(&bl));
         assert_eq!(
-            over_best_baseline(&runs, &fs, "throughput"),
+            over_best_baseline(&fs, &bl, "throughput"),
             Some((0.28, 100.0))
         );
     }
 
     #[test]
     fn without_a_baseline_there_is_no_ratio() {
-        let runs = vec![run(Target::Frontsync, 30.0), run(Target::Frontsync, 20.0)];
-        let fs = stats::summarize(&runs.iter().map(|(_, f)| f).collect::<Vec<_>>());
-        assert!(pair_ratios(&runs, "throughput").is_empty());
-        assert_eq!(over_best_baseline(&runs, &fs, "throughput"), None);
+        let (f1, f2) = (figures(30.0), figures(20.0));
+        let fs = [&f1, &f2];
+        assert!(pair_ratios(&fs, &[], "throughput").is_empty());
+        let empty = stats::summarize(&[]);
+        assert_eq!(
+            over_best_baseline(&stats::summarize(&fs), &empty, "throughput"),
+            None
+        );
     }
 }
