@@ -328,21 +328,19 @@ pub fn wait_until<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<
 /// there so far. So a torn last line is read again until it is whole; one that stays torn
 /// for a second is what the sink must never leave, and fails the test.
 pub fn read_jsonl(path: &Path) -> Vec<Value> {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    let text = loop {
-        match std::fs::read_to_string(path) {
-            Ok(text) if text.is_empty() || text.ends_with('\n') => break text,
-            Ok(_) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "torn last line in {} for a second",
-                    path.display()
-                );
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(_) => return Vec::new(),
-        }
-    };
+    let what = format!(
+        "a whole last line in {} (torn for a second)",
+        path.display()
+    );
+    let text = wait_until(
+        Duration::from_secs(1),
+        &what,
+        || match std::fs::read_to_string(path) {
+            Ok(text) if text.is_empty() || text.ends_with('\n') => Some(text),
+            Ok(_) => None,
+            Err(_) => Some(String::new()),
+        },
+    );
     text.lines()
         .map(|l| serde_json::from_str(l).expect("valid json line"))
         .collect()
