@@ -438,7 +438,7 @@ fn follow(
     let mut buf = Vec::with_capacity(1 << 20);
     let mut chunk = vec![0u8; 1 << 20];
     let needle = memmem::FinderRev::new(needle.as_bytes());
-    let mut changes = Changes::new(path);
+    let mut changes = Changes::new(path, Duration::from_millis(20));
     while !stop.load(Ordering::Relaxed) {
         if file.is_none() {
             file = std::fs::File::open(path).ok();
@@ -480,19 +480,21 @@ fn follow(
 
 /// Wakes the tail when something is written in the JSONL file's directory (inotify).
 ///
-/// Polling the file every 250 us cost the load generator a fifth of its CPU at saturation
-/// (4,000 wake-ups a second, most finding nothing), taken from the 2 CPUs the daemon runs
-/// on, while the baseline run has no tail at all. Where inotify cannot be set up (the
+/// Polling the file every 250 us (up to 4,000 wake-ups a second) cost the load generator a
+/// fifth of its CPU at saturation, taken from the 2 CPUs the daemon runs on, while the
+/// baseline run has no tail at all. Where inotify cannot be set up (the
 /// directory does not exist yet), it falls back to that polling until it can.
 struct Changes {
     dir: PathBuf,
+    /// The longest one wait blocks, so that the caller sees its stop flag.
+    idle: Duration,
     /// The inotify descriptor, -1 if it could not be created.
     fd: libc::c_int,
     watching: bool,
 }
 
 impl Changes {
-    fn new(file: &Path) -> Changes {
+    fn new(file: &Path, idle: Duration) -> Changes {
         let dir = match file.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -501,13 +503,14 @@ impl Changes {
         let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
         Changes {
             dir,
+            idle,
             fd,
             watching: false,
         }
     }
 
-    /// Returns once the directory changed since the last call (or after 20 ms, so the
-    /// caller sees its stop flag), or after 250 us while there is no watch.
+    /// Returns once the directory changed since the last call (or after `idle`), or after
+    /// 250 us while there is no watch. The call that sets the watch up returns at once.
     fn wait(&mut self) {
         if !self.watching {
             self.watching = self.fd >= 0 && self.add_watch();
@@ -524,7 +527,8 @@ impl Changes {
             revents: 0,
         };
         // SAFETY: one valid pollfd for the duration of the call.
-        unsafe { libc::poll(&mut pollfd, 1, 20) };
+        let timeout = self.idle.as_millis().min(i32::MAX as u128) as i32;
+        unsafe { libc::poll(&mut pollfd, 1, timeout) };
         // Drain the queued events: only "something changed" matters.
         let mut events = [0u8; 4096];
         loop {
@@ -599,28 +603,53 @@ mod tests {
             use std::io::Write;
             std::thread::sleep(Duration::from_millis(30));
             let mut f = std::fs::File::create(&path).unwrap();
+            // When each line became whole, by index.
+            let mut whole = [0u64; 3];
             for i in [2, 0, 1] {
                 // Half a line, then the rest: only whole lines count.
                 let line = format!("{{\"source\":{{\"event_id\":\"evt_t{i}\"}}}}\n");
                 let (a, b) = line.as_bytes().split_at(10);
                 f.write_all(a).unwrap();
                 std::thread::sleep(Duration::from_millis(15));
+                whole[i] = base.elapsed().as_nanos() as u64;
                 f.write_all(b).unwrap();
                 std::thread::sleep(Duration::from_millis(15));
             }
-            base.elapsed().as_nanos() as u64
+            whole
         });
-        let done = writer.join().unwrap();
+        let whole = writer.join().unwrap();
         let seen = tail.finish(3, Duration::from_secs(10)).unwrap();
         let times: Vec<u64> = seen.iter().map(|t| t.load(Ordering::Relaxed)).collect();
-        assert!(
-            times
-                .iter()
-                .all(|&t| t != NONE && t <= done + 1_000_000_000),
-            "{times:?}"
-        );
+        for (i, (&t, &w)) in times.iter().zip(&whole).enumerate() {
+            // Timed when whole, not when its first half arrived 15 ms earlier.
+            assert!(t != NONE && t >= w, "line {i}: seen {t}, whole at {w}");
+        }
         // Written in the order 2, 0, 1, 30 ms apart: seen in that order.
         assert!(times[2] < times[0] && times[0] < times[1], "{times:?}");
+    }
+
+    #[test]
+    fn a_write_in_the_folder_ends_the_wait_long_before_its_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("highlights.jsonl");
+        let idle = Duration::from_secs(30);
+        let mut changes = Changes::new(&path, idle);
+        changes.wait(); // sets the watch up and returns at once
+        assert!(
+            changes.watching,
+            "inotify watch on {}",
+            dir.path().display()
+        );
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::write(&path, b"x\n").unwrap();
+        });
+        let started = Instant::now();
+        changes.wait();
+        let waited = started.elapsed();
+        writer.join().unwrap();
+        // Without the wake-up this waits the whole 30 s.
+        assert!(waited < idle / 3, "waited {waited:?}");
     }
 
     #[test]
