@@ -14,7 +14,7 @@ use frontsync::normalize::{highlight, snapshot_from_event};
 use frontsync::webhook::verify::{sign_app, sign_rule, verify_app, verify_rule};
 use frontsync_sinks::Change;
 
-fn parse_event(body: &[u8]) -> Event {
+fn parse_event(body: &[u8]) -> Event<'_> {
     match parse_webhook_body(body).expect("valid body") {
         WebhookBody::Rule(e) => e,
         _ => panic!("a rule webhook"),

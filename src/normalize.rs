@@ -7,6 +7,7 @@
 //! the one impure spot is the last-resort clock reading in [`highlight`] when no timestamp
 //! at all is known.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use frontsync_sinks::{Assignee, Change, Highlight, Requester, SCHEMA_V1, Source, Status};
@@ -79,7 +80,7 @@ pub enum NormalizeError {
 /// status, tags and assignee unknown (`None`), except what the event type itself proves
 /// (`archive` -> `archived`, `trash` -> `deleted`, `assign` -> the target teammate), and
 /// [`Snapshot::merge_older`] fills the rest. Fails only when no conversation id can be found.
-pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
+pub fn snapshot_from_event(event: &Event<'_>) -> Result<Snapshot, NormalizeError> {
     let conversation = event.conversation.as_ref();
     // Only message events carry "the latest message"; a `forward` or `sending_error` target
     // is a message too, but not one the customer conversation moved on with.
@@ -97,15 +98,16 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
         .map(str::to_owned)
         .or_else(target_message_link)
         .ok_or_else(|| NormalizeError::NoConversation {
-            event_id: event.id.clone(),
+            event_id: event.id.to_string(),
         })?;
 
     // A full conversation always has a status; its absence marks a preview.
     let full = conversation.filter(|c| c.status.is_some());
 
     let front_status = full
-        .and_then(|c| c.status.clone())
-        .or_else(|| inferred_status(&event.type_).map(str::to_owned));
+        .and_then(|c| c.status.as_deref())
+        .or_else(|| inferred_status(&event.type_))
+        .map(str::to_owned);
     let tags = full.map(|c| tag_names(&c.tags));
     let assignee = match full {
         Some(c) => c.assignee.as_ref().and_then(assignee_from),
@@ -127,8 +129,9 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
         });
 
     let subject = conversation
-        .and_then(|c| c.subject.clone())
-        .or_else(|| message.and_then(|m| m.subject.clone()));
+        .and_then(|c| c.subject.as_deref())
+        .or_else(|| message.and_then(|m| m.subject.as_deref()))
+        .map(str::to_owned);
 
     let mut inbox_ids = event.source_inbox_ids();
     inbox_ids.extend(event.target_inbox_ids());
@@ -150,7 +153,7 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
     Ok(Snapshot {
         conversation_id,
         subject,
-        message_id: message.map(|m| m.id.clone()),
+        message_id: message.map(|m| m.id.to_string()),
         message_text: message.and_then(message_text),
         requester,
         assignee,
@@ -159,8 +162,8 @@ pub fn snapshot_from_event(event: &Event) -> Result<Snapshot, NormalizeError> {
         inbox_ids,
         created_at_ms,
         updated_at_ms,
-        event_id: Some(event.id.clone()),
-        event_type: Some(event.type_.clone()),
+        event_id: Some(event.id.to_string()),
+        event_type: Some(event.type_.to_string()),
         event_at_ms,
     })
 }
@@ -177,11 +180,11 @@ fn inferred_status(event_type: &str) -> Option<&'static str> {
 }
 
 /// Tag names in Front's order, without blanks or repeats.
-fn tag_names(tags: &[model::Tag]) -> Vec<String> {
+fn tag_names(tags: &[model::Tag<'_>]) -> Vec<String> {
     let mut names: Vec<String> = Vec::with_capacity(tags.len());
     for tag in tags {
-        if !tag.name.trim().is_empty() && !names.contains(&tag.name) {
-            names.push(tag.name.clone());
+        if !tag.name.trim().is_empty() && !names.iter().any(|n| *n == tag.name) {
+            names.push(tag.name.to_string());
         }
     }
     names
@@ -197,8 +200,8 @@ fn non_empty(s: Option<&str>) -> Option<String> {
     trimmed(s).map(str::to_owned)
 }
 
-fn assignee_from(t: &model::Teammate) -> Option<Assignee> {
-    let id = non_empty(Some(t.id.as_str()))?;
+fn assignee_from(t: &model::Teammate<'_>) -> Option<Assignee> {
+    let id = non_empty(Some(&t.id))?;
     let name = match (
         trimmed(t.first_name.as_deref()),
         trimmed(t.last_name.as_deref()),
@@ -215,7 +218,7 @@ fn assignee_from(t: &model::Teammate) -> Option<Assignee> {
 }
 
 /// A requester needs a handle: a name alone identifies nobody.
-fn requester_from(r: &model::Recipient) -> Option<Requester> {
+fn requester_from(r: &model::Recipient<'_>) -> Option<Requester> {
     Some(Requester {
         handle: non_empty(r.handle.as_deref())?,
         name: non_empty(r.name.as_deref()),
@@ -224,8 +227,8 @@ fn requester_from(r: &model::Recipient) -> Option<Requester> {
 
 /// The message's plain text: `text`, else the HTML `body` as text, else `blurb`; blank
 /// versions are skipped. Bounded to [`MAX_TEXT_CHARS`].
-fn message_text(m: &Message) -> Option<String> {
-    let from_plain = |s: &Option<String>| {
+fn message_text(m: &Message<'_>) -> Option<String> {
+    let from_plain = |s: &Option<Cow<'_, str>>| {
         s.as_deref()
             .map(|s| clean_text(prefix_bytes(s, MAX_HTML_BYTES)))
             .filter(|s| !s.is_empty())
@@ -915,7 +918,7 @@ mod tests {
     use crate::front::model::Event;
     use serde_json::{Value, json};
 
-    fn event(v: Value) -> Event {
+    fn event(v: Value) -> Event<'static> {
         serde_json::from_value(v).unwrap()
     }
 

@@ -12,9 +12,15 @@
 //! straight into these types with plain, strict fields (module `strict`); only a body that
 //! does not fit them as is goes through the lenient reading, which builds a `Value` first.
 //!
+//! The resource types carry a lifetime: their strings are `Cow`s, which the fast path borrows
+//! from the body wherever they hold no escapes, so a webhook's event copies nothing until its
+//! snapshot copies what it keeps. Everything read through serde's derived code (the lenient
+//! path, API pages, stored previews) owns its strings and lives as `Event<'static>`.
+//!
 //! Timestamps stay as Front sends them (Unix seconds as floats with 3 decimals); convert
 //! them with [`secs_to_ms`].
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -45,7 +51,7 @@ pub fn secs_to_ms(secs: f64) -> Option<i64> {
 
 /// `_links` of a Front resource: `self` and the named `related` links.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Links {
+pub struct Links<'a> {
     /// The resource's own API URL.
     #[serde(
         rename = "self",
@@ -53,7 +59,7 @@ pub struct Links {
         deserialize_with = "lenient::opt",
         skip_serializing_if = "Option::is_none"
     )]
-    pub self_: Option<String>,
+    pub self_: Option<Cow<'a, str>>,
     /// Related API URLs by name (`conversation`, `messages`, `last_message`, ...); links that
     /// are null or not strings are left out.
     #[serde(
@@ -61,10 +67,10 @@ pub struct Links {
         deserialize_with = "lenient::string_map",
         skip_serializing_if = "BTreeMap::is_empty"
     )]
-    pub related: BTreeMap<String, String>,
+    pub related: BTreeMap<Cow<'a, str>, Cow<'a, str>>,
 }
 
-impl Links {
+impl Links<'_> {
     /// The id at the end of the related link `name`, e.g. `cnv_123` from
     /// `https://acme.api.frontapp.com/conversations/cnv_123?referer=x`, when it carries `prefix`.
     pub fn related_id(&self, name: &str, prefix: &str) -> Option<String> {
@@ -86,27 +92,27 @@ fn id_from_url(url: &str, prefix: &str) -> Option<String> {
 /// A full event embeds the conversation and the source/target resources; a preview has only
 /// their ids and links (see [`Event::is_preview`]).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Event {
+pub struct Event<'a> {
     /// `evt_...`
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// `inbound`, `outbound`, `out_reply`, `assign`, `archive`, `tag`, ...
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: Cow<'a, str>,
     /// Unix seconds.
     #[serde(default, deserialize_with = "lenient::opt")]
     pub emitted_at: Option<f64>,
     /// Who or what caused the event (teammate, rule, inboxes, ...).
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub source: Option<EventRef>,
+    pub source: Option<EventRef<'a>>,
     /// What the event acted on (message, teammate, tag, inboxes, ...).
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub target: Option<EventRef>,
+    pub target: Option<EventRef<'a>>,
     /// The conversation; in a preview, only its id and links.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub conversation: Option<Conversation>,
+    pub conversation: Option<Conversation<'a>>,
     /// `_links.self` is the event's API URL.
     #[serde(rename = "_links", default, deserialize_with = "lenient::default")]
-    pub links: Links,
+    pub links: Links<'a>,
 }
 
 /// The `source` or `target` of an [`Event`]: a type tag and the resource, whose shape depends
@@ -114,42 +120,42 @@ pub struct Event {
 /// event is parsed; any other resource is kept as JSON and read by the helpers on [`Event`].
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(from = "JsonEventRef")]
-pub struct EventRef {
+pub struct EventRef<'a> {
     /// `_meta.type`: `message`, `inboxes`, `teammate`, `tag`, `rule`, ...
     #[serde(rename = "_meta")]
-    pub meta: Option<Meta>,
+    pub meta: Option<Meta<'a>>,
     /// The resource: an object, or an array for `inboxes`. Serialized as the JSON it was read
     /// from, except a message (as the [`Message`] read from it) and inboxes (as their ids).
-    data: Option<RefData>,
+    data: Option<RefData<'a>>,
 }
 
 /// The `data` of an [`EventRef`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
-enum RefData {
+enum RefData<'a> {
     /// `data` when `_meta.type` is `message` and `data` reads as a [`Message`]. Boxed, as a
     /// `Message` is many times the size of a `Value`.
-    Message(Box<Message>),
+    Message(Box<Message<'a>>),
     /// `data` when `_meta.type` is `inboxes`: the inboxes that have an id, which is all that
     /// is read of them.
-    Inboxes(Vec<InboxRef>),
+    Inboxes(Vec<InboxRef<'a>>),
     /// Anything else, `null` included.
     Json(Value),
 }
 
 /// One inbox of [`RefData::Inboxes`]; serializes as `{"id": ...}`, which reads back the same.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-struct InboxRef {
+struct InboxRef<'a> {
     /// Never empty.
-    id: String,
+    id: Cow<'a, str>,
 }
 
-impl RefData {
+impl RefData<'_> {
     /// `data` read as its `_meta` says, tolerantly: a message `data` that is not a
     /// [`Message`] stays JSON, so [`Event::target_message`] finds none; inboxes are the
     /// items of an array (or a single object, as in previews) with a non-empty string `id`.
-    fn read(meta: Option<&Meta>, data: Value) -> Self {
-        match meta.map(|m| m.type_.as_str()) {
+    fn read(meta: Option<&Meta<'_>>, data: Value) -> Self {
+        match meta.map(|m| &*m.type_) {
             Some("message") => match Message::deserialize(&data) {
                 Ok(message) => RefData::Message(Box::new(message)),
                 Err(_) => RefData::Json(data),
@@ -159,7 +165,9 @@ impl RefData {
                     v.get("id")
                         .and_then(Value::as_str)
                         .filter(|id| !id.is_empty())
-                        .map(|id| InboxRef { id: id.to_owned() })
+                        .map(|id| InboxRef {
+                            id: Cow::Owned(id.to_owned()),
+                        })
                 };
                 RefData::Inboxes(match &data {
                     Value::Array(items) => items.iter().filter_map(inbox).collect(),
@@ -177,13 +185,13 @@ impl RefData {
 #[derive(Deserialize)]
 struct JsonEventRef {
     #[serde(rename = "_meta", default, deserialize_with = "lenient::opt")]
-    meta: Option<Meta>,
+    meta: Option<Meta<'static>>,
     /// `null` is kept (as `Some(Value::Null)`): it serializes back the same.
     #[serde(default, deserialize_with = "lenient::opt")]
     data: Option<Value>,
 }
 
-impl From<JsonEventRef> for EventRef {
+impl From<JsonEventRef> for EventRef<'_> {
     fn from(json: JsonEventRef) -> Self {
         let data = json
             .data
@@ -197,13 +205,13 @@ impl From<JsonEventRef> for EventRef {
 
 /// `_meta` of an [`EventRef`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Meta {
+pub struct Meta<'a> {
     /// The resource type.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: Cow<'a, str>,
 }
 
-impl EventRef {
+impl EventRef<'_> {
     /// Whether `_meta.type` is `type_`.
     pub fn is_type(&self, type_: &str) -> bool {
         self.meta.as_ref().is_some_and(|m| m.type_ == type_)
@@ -222,17 +230,17 @@ impl EventRef {
     pub fn inbox_ids(&self) -> Vec<String> {
         match &self.data {
             Some(RefData::Inboxes(inboxes)) if self.is_type("inboxes") => {
-                inboxes.iter().map(|inbox| inbox.id.clone()).collect()
+                inboxes.iter().map(|inbox| inbox.id.to_string()).collect()
             }
             _ => Vec::new(),
         }
     }
 }
 
-impl Event {
+impl<'a> Event<'a> {
     /// The message this event is about, when the target is a message (`inbound`, `outbound`,
     /// `out_reply`, `forward`, `sending_error`, ...). In a preview it has only its id and links.
-    pub fn target_message(&self) -> Option<&Message> {
+    pub fn target_message(&self) -> Option<&Message<'a>> {
         let target = self.target.as_ref()?;
         match &target.data {
             Some(RefData::Message(message)) if target.is_type("message") => Some(message),
@@ -242,7 +250,7 @@ impl Event {
 
     /// The teammate this event is about, when the target is a teammate (`assign`). Read on
     /// each call: only `assign` events ask, once.
-    pub fn target_teammate(&self) -> Option<Teammate> {
+    pub fn target_teammate(&self) -> Option<Teammate<'static>> {
         let target = self.target.as_ref().filter(|t| t.is_type("teammate"))?;
         Teammate::deserialize(target.json()?).ok()
     }
@@ -281,31 +289,31 @@ impl Event {
 
     /// Whether a message was received or sent (`inbound`, `outbound`, `out_reply`).
     pub fn is_message_event(&self) -> bool {
-        MESSAGE_EVENT_TYPES.contains(&self.type_.as_str())
+        MESSAGE_EVENT_TYPES.contains(&&*self.type_)
     }
 }
 
 /// A conversation (`ConversationResponse`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Conversation {
+pub struct Conversation<'a> {
     /// `cnv_...`
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// May be empty in Front; absent in previews.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub subject: Option<String>,
+    pub subject: Option<Cow<'a, str>>,
     /// `assigned`, `unassigned`, `archived`, `deleted` (and perhaps more); absent in previews.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub status: Option<String>,
+    pub status: Option<Cow<'a, str>>,
     /// Null when unassigned.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub assignee: Option<Teammate>,
+    pub assignee: Option<Teammate<'a>>,
     /// The main recipient (the customer for an inbound conversation).
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub recipient: Option<Recipient>,
+    pub recipient: Option<Recipient<'a>>,
     /// Empty when absent: read [`Conversation::status`] to tell a preview from a conversation
     /// without tags.
     #[serde(default, deserialize_with = "lenient::vec")]
-    pub tags: Vec<Tag>,
+    pub tags: Vec<Tag<'a>>,
     /// Unix seconds.
     #[serde(default, deserialize_with = "lenient::opt")]
     pub created_at: Option<f64>,
@@ -316,17 +324,17 @@ pub struct Conversation {
     pub is_private: Option<bool>,
     /// `_links` (not Front's `links` field, which lists external links and is ignored).
     #[serde(rename = "_links", default, deserialize_with = "lenient::default")]
-    pub links: Links,
+    pub links: Links<'a>,
 }
 
 /// A message (`MessageResponse`).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-pub struct Message {
+pub struct Message<'a> {
     /// `msg_...`
-    pub id: String,
+    pub id: Cow<'a, str>,
     /// `email`, `sms`, `front_chat`, ...; absent in previews.
     #[serde(rename = "type", default, deserialize_with = "lenient::opt")]
-    pub type_: Option<String>,
+    pub type_: Option<Cow<'a, str>>,
     /// True when received, false when sent.
     #[serde(default, deserialize_with = "lenient::opt")]
     pub is_inbound: Option<bool>,
@@ -334,62 +342,62 @@ pub struct Message {
     #[serde(default, deserialize_with = "lenient::opt")]
     pub created_at: Option<f64>,
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub subject: Option<String>,
+    pub subject: Option<Cow<'a, str>>,
     /// A short preview of the body.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub blurb: Option<String>,
+    pub blurb: Option<Cow<'a, str>>,
     /// HTML.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub body: Option<String>,
+    pub body: Option<Cow<'a, str>>,
     /// Plain text version of the body (email messages only).
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub text: Option<String>,
+    pub text: Option<Cow<'a, str>>,
     /// The teammate who sent it; absent on inbound messages.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub author: Option<Teammate>,
+    pub author: Option<Teammate<'a>>,
     /// `from`, `to`, `cc`, `bcc`, `reply-to`.
     #[serde(default, deserialize_with = "lenient::vec")]
-    pub recipients: Vec<Recipient>,
+    pub recipients: Vec<Recipient<'a>>,
     /// `_links.related.conversation` names the conversation.
     #[serde(rename = "_links", default, deserialize_with = "lenient::default")]
-    pub links: Links,
+    pub links: Links<'a>,
 }
 
 /// A Front user (`TeammateResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Teammate {
+pub struct Teammate<'a> {
     /// `tea_...`
-    pub id: String,
+    pub id: Cow<'a, str>,
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub email: Option<String>,
+    pub email: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub username: Option<String>,
+    pub username: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub first_name: Option<String>,
+    pub first_name: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub last_name: Option<String>,
+    pub last_name: Option<Cow<'a, str>>,
 }
 
 /// A message recipient or a conversation's main recipient (`RecipientResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Recipient {
+pub struct Recipient<'a> {
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// Email address, phone number or other channel handle.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub handle: Option<String>,
+    pub handle: Option<Cow<'a, str>>,
     /// `from`, `to`, `cc`, `bcc`, `reply-to`.
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub role: Option<String>,
+    pub role: Option<Cow<'a, str>>,
 }
 
 /// A tag (`TagResponse`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
-pub struct Tag {
+pub struct Tag<'a> {
     /// `tag_...`
     #[serde(default, deserialize_with = "lenient::opt")]
-    pub id: Option<String>,
-    pub name: String,
+    pub id: Option<Cow<'a, str>>,
+    pub name: Cow<'a, str>,
 }
 
 /// An inbox (`InboxResponse`), as listed by `GET /inboxes`.
@@ -477,7 +485,7 @@ pub struct AppWebhook {
     pub authorization: Option<Authorization>,
     /// The event; absent on `sync`.
     #[serde(default)]
-    pub payload: Option<Event>,
+    pub payload: Option<Event<'static>>,
 }
 
 /// `authorization` of an [`AppWebhook`].
@@ -489,9 +497,9 @@ pub struct Authorization {
 
 /// A webhook body, classified.
 #[derive(Debug, Clone, PartialEq)]
-pub enum WebhookBody {
+pub enum WebhookBody<'a> {
     /// A rule webhook ("Send to a Webhook"): the body is the event itself.
-    Rule(Event),
+    Rule(Event<'a>),
     /// An application webhook.
     App {
         /// The app webhook type (`inbound_received`, ..., `sync`).
@@ -499,7 +507,7 @@ pub enum WebhookBody {
         /// `authorization.id`, the company id.
         company_id: Option<String>,
         /// The payload event; `None` for `sync`.
-        event: Option<Event>,
+        event: Option<Event<'a>>,
     },
 }
 
@@ -528,7 +536,7 @@ fn not_event(reason: impl Into<String>) -> ParseError {
 /// Most bodies are read straight into the model (module `strict`); a body with anything
 /// unusual about it (a field of an unexpected shape, a missing id, a repeated key, ...) is
 /// read again through a `serde_json::Value` by `parse_lenient`, whose result or error it gets.
-pub fn parse_webhook_body(body: &[u8]) -> Result<WebhookBody, ParseError> {
+pub fn parse_webhook_body(body: &[u8]) -> Result<WebhookBody<'_>, ParseError> {
     match strict::parse(body) {
         Some(parsed) => Ok(parsed),
         None => parse_lenient(body),
@@ -537,7 +545,7 @@ pub fn parse_webhook_body(body: &[u8]) -> Result<WebhookBody, ParseError> {
 
 /// [`parse_webhook_body`] through a `serde_json::Value`: tolerates fields of any shape, and
 /// names what is wrong with a body it rejects.
-fn parse_lenient(body: &[u8]) -> Result<WebhookBody, ParseError> {
+fn parse_lenient(body: &[u8]) -> Result<WebhookBody<'static>, ParseError> {
     let value: Value =
         // serde_json's syntax errors quote no input, only positions; lowercased for our
         // message style ("EOF while parsing" -> "eof while parsing").
@@ -583,7 +591,7 @@ fn event_reason(e: &ParseError) -> &str {
 
 /// Reads one event, checking first the two fields we cannot do without so the error says
 /// which one is wrong.
-fn event_from_value(value: &Value) -> Result<Event, ParseError> {
+fn event_from_value(value: &Value) -> Result<Event<'static>, ParseError> {
     let Value::Object(obj) = value else {
         return Err(not_event("event is not a json object"));
     };
@@ -606,6 +614,7 @@ mod strict;
 
 /// Deserializers that read a field of the wrong shape as absent instead of failing.
 mod lenient {
+    use std::borrow::Cow;
     use std::collections::BTreeMap;
 
     use serde::de::DeserializeOwned;
@@ -647,7 +656,7 @@ mod lenient {
     }
 
     /// The string-valued entries of an object; empty for anything else.
-    pub fn string_map<'de, D>(d: D) -> Result<BTreeMap<String, String>, D::Error>
+    pub fn string_map<'de, 'a, D>(d: D) -> Result<BTreeMap<Cow<'a, str>, Cow<'a, str>>, D::Error>
     where
         D: Deserializer<'de>,
     {
@@ -655,7 +664,7 @@ mod lenient {
             Value::Object(map) => Ok(map
                 .into_iter()
                 .filter_map(|(k, v)| match v {
-                    Value::String(s) => Some((k, s)),
+                    Value::String(s) => Some((Cow::Owned(k), Cow::Owned(s))),
                     _ => None,
                 })
                 .collect()),
@@ -766,8 +775,11 @@ mod tests {
         })
     }
 
-    fn parse_rule(v: &Value) -> Event {
-        match parse_webhook_body(v.to_string().as_bytes()).unwrap() {
+    /// The rule webhook `v` parsed; its body is leaked so the event may borrow from it for
+    /// the rest of the test.
+    fn parse_rule(v: &Value) -> Event<'static> {
+        let body: &'static str = Box::leak(v.to_string().into_boxed_str());
+        match parse_webhook_body(body.as_bytes()).unwrap() {
             WebhookBody::Rule(e) => e,
             other => panic!("expected a rule webhook, got {other:?}"),
         }
@@ -799,7 +811,7 @@ mod tests {
         let r = c.recipient.as_ref().unwrap();
         assert_eq!(r.handle.as_deref(), Some("purpleboss@limitlesspaper.com"));
         assert_eq!(r.role.as_deref(), Some("from"));
-        let names: Vec<_> = c.tags.iter().map(|t| t.name.as_str()).collect();
+        let names: Vec<_> = c.tags.iter().map(|t| &*t.name).collect();
         assert_eq!(names, ["Warehouse task", "vip"]);
         assert_eq!(c.tags[0].id.as_deref(), Some("tag_2oxhvy"));
         assert_eq!(c.created_at, Some(1701292600.001));
@@ -983,11 +995,12 @@ mod tests {
             "authorization": {"id": "cmp_k30"},
             "payload": preview_inbound(),
         });
+        let text = body.to_string();
         let WebhookBody::App {
             type_,
             company_id,
             event,
-        } = parse_webhook_body(body.to_string().as_bytes()).unwrap()
+        } = parse_webhook_body(text.as_bytes()).unwrap()
         else {
             panic!("expected an app webhook");
         };
@@ -1631,10 +1644,57 @@ mod tests {
     }
 
     #[test]
+    fn the_fast_path_borrows_strings_from_the_body_unless_they_hold_escapes() {
+        let mut v = full_inbound();
+        v["conversation"]["subject"] = json!("Re: \"pranks\"\nagain");
+        let text = v.to_string();
+        let e = match parse_webhook_body(text.as_bytes()).unwrap() {
+            WebhookBody::Rule(e) => e,
+            other => panic!("expected a rule webhook, got {other:?}"),
+        };
+        let borrowed = |s: &Cow<'_, str>| matches!(s, Cow::Borrowed(_));
+        let c = e.conversation.as_ref().unwrap();
+        let m = e.target_message().unwrap();
+        assert!(borrowed(&e.id) && borrowed(&e.type_) && borrowed(&c.id));
+        assert!(c.status.as_ref().is_some_and(borrowed));
+        assert!(m.text.as_ref().is_some_and(borrowed));
+        assert!(c.tags.iter().all(|t| borrowed(&t.name)));
+        assert!(
+            c.assignee
+                .as_ref()
+                .and_then(|a| a.email.as_ref())
+                .is_some_and(borrowed)
+        );
+        assert!(
+            m.recipients
+                .iter()
+                .all(|r| r.handle.as_ref().is_some_and(borrowed))
+        );
+        assert!(
+            c.links
+                .related
+                .iter()
+                .all(|(name, url)| borrowed(name) && borrowed(url))
+        );
+        // A string with escapes is copied, unescaped.
+        let subject = c.subject.as_ref().unwrap();
+        assert!(!borrowed(subject));
+        assert_eq!(subject, "Re: \"pranks\"\nagain");
+        // What the lenient parser reads owns its strings.
+        let lenient = parse_lenient(text.as_bytes()).unwrap();
+        let WebhookBody::Rule(l) = &lenient else {
+            panic!("expected a rule webhook");
+        };
+        assert!(!borrowed(&l.id));
+        assert_eq!(l, &e);
+    }
+
+    #[test]
     fn stored_events_read_back_equal() {
         // Previews are stored with `serde_json::to_vec(&event)` and read back later.
         for body in well_shaped_bodies() {
-            let event = match parse_webhook_body(body.to_string().as_bytes()).unwrap() {
+            let body = body.to_string();
+            let event = match parse_webhook_body(body.as_bytes()).unwrap() {
                 WebhookBody::Rule(e) | WebhookBody::App { event: Some(e), .. } => e,
                 WebhookBody::App { event: None, .. } => continue,
             };

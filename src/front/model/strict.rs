@@ -15,6 +15,9 @@
 //! `{"id":"evt_1","type":"x","junk":1e999}` through while the lenient parser rejects it as not
 //! JSON; and they are read from a JSON object only, never from an array of their field values
 //! (which the lenient types would read in *their* field order).
+//!
+//! Strings are borrowed from the body ([`Text`]) wherever they hold no escapes, so that the
+//! model they become copies nothing: the snapshot copies what it keeps, once.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -24,6 +27,7 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
+use std::marker::PhantomData;
 
 use super::{RefData, WebhookBody};
 
@@ -40,48 +44,48 @@ use super::{RefData, WebhookBody};
 macro_rules! object {
     (
         $(#[$attr:meta])*
-        struct $name:ident => $target:path {
+        struct $name:ident<$lt:lifetime> => $target:ident {
             $( $(#[$field_attr:meta])* $field:ident: $kind:ident $ty:ty = $key:literal, )*
         }
     ) => {
         object! {
             $(#[$attr])*
-            struct $name {
+            struct $name<$lt> {
                 $( $(#[$field_attr])* $field: $kind $ty = $key, )*
             }
         }
 
-        impl From<$name> for $target {
-            fn from(v: $name) -> Self {
-                Self { $( $field: v.$field, )* }
+        impl<$lt> From<$name<$lt>> for super::$target<$lt> {
+            fn from(v: $name<$lt>) -> Self {
+                Self { $( $field: object!(@into $kind v.$field), )* }
             }
         }
     };
     (
         $(#[$attr:meta])*
-        struct $name:ident {
+        struct $name:ident<$lt:lifetime> {
             $( $(#[$field_attr:meta])* $field:ident: $kind:ident $ty:ty = $key:literal, )*
         }
     ) => {
         $(#[$attr])*
-        struct $name {
+        struct $name<$lt> {
             $( $(#[$field_attr])* $field: object!(@field $kind $ty), )*
         }
 
-        impl<'de> Deserialize<'de> for $name {
-            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct ObjectVisitor;
+        impl<$lt> Deserialize<$lt> for $name<$lt> {
+            fn deserialize<D: Deserializer<$lt>>(d: D) -> Result<Self, D::Error> {
+                struct ObjectVisitor<$lt>(PhantomData<&$lt ()>);
 
-                impl<'de> Visitor<'de> for ObjectVisitor {
-                    type Value = $name;
+                impl<$lt> Visitor<$lt> for ObjectVisitor<$lt> {
+                    type Value = $name<$lt>;
 
                     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                         f.write_str(concat!("a ", stringify!($name), " object"))
                     }
 
-                    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$name, A::Error> {
+                    fn visit_map<A: MapAccess<$lt>>(self, mut map: A) -> Result<$name<$lt>, A::Error> {
                         $( let mut $field: Option<object!(@value $kind $ty)> = None; )*
-                        while let Some(key) = map.next_key::<Key<'de>>()? {
+                        while let Some(key) = map.next_key::<Text<$lt>>()? {
                             match key.0.as_ref() {
                                 $( $key => {
                                     if $field.is_some() {
@@ -100,7 +104,7 @@ macro_rules! object {
                     }
                 }
 
-                d.deserialize_map(ObjectVisitor)
+                d.deserialize_map(ObjectVisitor(PhantomData))
             }
         }
     };
@@ -114,32 +118,47 @@ macro_rules! object {
     };
     (@finish opt $field:ident, $key:literal) => { $field.flatten() };
     (@finish present $field:ident, $key:literal) => { $field };
+    (@into req $v:expr) => { $v.into() };
+    (@into opt $v:expr) => { $v.map(Into::into) };
 }
 
-/// An object key, borrowed from the body unless it holds escapes.
-struct Key<'de>(Cow<'de, str>);
+/// A string (an object key or a value), borrowed from the body unless it holds escapes.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'de>(Cow<'de, str>);
 
-impl<'de> Deserialize<'de> for Key<'de> {
+impl<'de> Deserialize<'de> for Text<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
+        struct TextVisitor;
 
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = Key<'de>;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
 
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a key")
+                f.write_str("a string")
             }
 
-            fn visit_borrowed_str<E: de::Error>(self, key: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(key)))
+            fn visit_borrowed_str<E: de::Error>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(s)))
             }
 
-            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(key.to_owned())))
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(s.to_owned())))
             }
         }
 
-        d.deserialize_str(KeyVisitor)
+        d.deserialize_str(TextVisitor)
+    }
+}
+
+impl<'de> From<Text<'de>> for Cow<'de, str> {
+    fn from(text: Text<'de>) -> Self {
+        text.0
+    }
+}
+
+impl Text<'_> {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 
@@ -201,42 +220,45 @@ impl<'de> Visitor<'de> for ValidatedVisitor {
 }
 
 /// Reads a webhook body on the fast path; `None` when the lenient parser must decide.
-pub(super) fn parse(body: &[u8]) -> Option<WebhookBody> {
+pub(super) fn parse(body: &[u8]) -> Option<WebhookBody<'_>> {
     // The lenient parser rejects invalid UTF-8 anywhere in the body; checked up front so that
     // no skipped string can hide any.
     let text = std::str::from_utf8(body).ok()?;
-    serde_json::from_str::<Body>(text).ok()?.into_webhook_body()
+    serde_json::from_str::<Body<'_>>(text)
+        .ok()?
+        .into_webhook_body()
 }
 
 object! {
     /// A rule webhook (the event itself), an app webhook, or an app webhook's payload: one
     /// type, so the body is read in a single pass before it is known which it is.
-    struct Body {
-        id: opt String = "id",
-        type_: opt String = "type",
+    struct Body<'de> {
+        id: opt Text<'de> = "id",
+        type_: opt Text<'de> = "type",
         emitted_at: opt f64 = "emitted_at",
-        source: opt EventRef = "source",
-        target: opt EventRef = "target",
-        conversation: opt Conversation = "conversation",
-        links: opt Links = "_links",
+        source: opt EventRef<'de> = "source",
+        target: opt EventRef<'de> = "target",
+        conversation: opt Conversation<'de> = "conversation",
+        links: opt Links<'de> = "_links",
         /// Either key, even `null`, makes an app webhook.
-        authorization: present Authorization = "authorization",
-        payload: present Box<Body> = "payload",
+        authorization: present Authorization<'de> = "authorization",
+        payload: present Box<Body<'de>> = "payload",
     }
 }
 
-impl Body {
+impl<'de> Body<'de> {
     /// The classification `parse_lenient` makes, or `None` wherever it would fail.
-    fn into_webhook_body(self) -> Option<WebhookBody> {
+    fn into_webhook_body(self) -> Option<WebhookBody<'de>> {
         if self.authorization.is_none() && self.payload.is_none() {
             return self.into_event().map(WebhookBody::Rule);
         }
-        let type_ = self.type_.filter(|t| !t.is_empty())?;
+        let type_ = self.type_.filter(|t| !t.is_empty())?.0.into_owned();
         let company_id = self
             .authorization
             .flatten()
             .and_then(|a| a.id)
-            .filter(|id| !id.is_empty());
+            .filter(|id| !id.is_empty())
+            .map(|id| id.0.into_owned());
         let event = match self.payload.flatten() {
             None => None,
             Some(payload) => Some(payload.into_event()?),
@@ -249,10 +271,10 @@ impl Body {
     }
 
     /// The event, when it has the non-empty id and type that `event_from_value` insists on.
-    fn into_event(self) -> Option<super::Event> {
+    fn into_event(self) -> Option<super::Event<'de>> {
         Some(super::Event {
-            id: self.id.filter(|id| !id.is_empty())?,
-            type_: self.type_.filter(|t| !t.is_empty())?,
+            id: self.id.filter(|id| !id.is_empty())?.into(),
+            type_: self.type_.filter(|t| !t.is_empty())?.into(),
             emitted_at: self.emitted_at,
             source: self.source.map(|r| r.0),
             target: self.target.map(|r| r.0),
@@ -265,27 +287,27 @@ impl Body {
 /// An [`EventRef`](super::EventRef). A message or inboxes `data` that comes after `_meta` (as
 /// Front sends it) is read straight into its type; one that comes first is read as JSON, then
 /// converted the way the model converts it.
-struct EventRef(super::EventRef);
+struct EventRef<'de>(super::EventRef<'de>);
 
-impl<'de> Deserialize<'de> for EventRef {
+impl<'de> Deserialize<'de> for EventRef<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_map(EventRefVisitor)
+        d.deserialize_map(EventRefVisitor(PhantomData))
     }
 }
 
-struct EventRefVisitor;
+struct EventRefVisitor<'de>(PhantomData<&'de ()>);
 
-impl<'de> Visitor<'de> for EventRefVisitor {
-    type Value = EventRef;
+impl<'de> Visitor<'de> for EventRefVisitor<'de> {
+    type Value = EventRef<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object with _meta and data")
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventRef, A::Error> {
-        let mut meta: Option<Option<Meta>> = None;
-        let mut data: Option<RefData> = None;
-        while let Some(key) = map.next_key::<Key<'de>>()? {
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<EventRef<'de>, A::Error> {
+        let mut meta: Option<Option<Meta<'de>>> = None;
+        let mut data: Option<RefData<'de>> = None;
+        while let Some(key) = map.next_key::<Text<'de>>()? {
             match key.0.as_ref() {
                 "_meta" => {
                     if meta.is_some() {
@@ -300,13 +322,13 @@ impl<'de> Visitor<'de> for EventRefVisitor {
                     let type_ = meta
                         .as_ref()
                         .and_then(Option::as_ref)
-                        .map(|m| m.type_.as_str());
+                        .map(|m| m.type_.0.as_ref());
                     data = Some(match type_ {
-                        Some("message") => match map.next_value::<Option<Message>>()? {
+                        Some("message") => match map.next_value::<Option<Message<'de>>>()? {
                             Some(message) => RefData::Message(Box::new(message.into())),
                             None => RefData::Json(Value::Null),
                         },
-                        Some("inboxes") => RefData::Inboxes(map.next_value::<Inboxes>()?.0),
+                        Some("inboxes") => RefData::Inboxes(map.next_value::<Inboxes<'de>>()?.0),
                         _ => RefData::Json(map.next_value()?),
                     });
                 }
@@ -315,7 +337,9 @@ impl<'de> Visitor<'de> for EventRefVisitor {
                 }
             }
         }
-        let meta = meta.flatten().map(|m| super::Meta { type_: m.type_ });
+        let meta = meta.flatten().map(|m| super::Meta {
+            type_: m.type_.into(),
+        });
         let data = data.map(|data| match data {
             RefData::Json(json) => RefData::read(meta.as_ref(), json),
             typed @ (RefData::Message(_) | RefData::Inboxes(_)) => typed,
@@ -326,86 +350,86 @@ impl<'de> Visitor<'de> for EventRefVisitor {
 
 /// The `data` of an `inboxes` ref: an array of inboxes, a single one (in previews), or null;
 /// the inboxes without an id are left out, as [`RefData::read`] does.
-struct Inboxes(Vec<super::InboxRef>);
+struct Inboxes<'de>(Vec<super::InboxRef<'de>>);
 
-impl<'de> Deserialize<'de> for Inboxes {
+impl<'de> Deserialize<'de> for Inboxes<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(InboxesVisitor)
+        d.deserialize_any(InboxesVisitor(PhantomData))
     }
 }
 
 object! {
     /// An inbox of [`Inboxes`].
-    struct Inbox {
-        id: opt String = "id",
+    struct Inbox<'de> {
+        id: opt Text<'de> = "id",
     }
 }
 
-impl Inbox {
-    fn into_ref(self) -> Option<super::InboxRef> {
-        let id = self.id.filter(|id| !id.is_empty())?;
+impl<'de> Inbox<'de> {
+    fn into_ref(self) -> Option<super::InboxRef<'de>> {
+        let id = self.id.filter(|id| !id.is_empty())?.into();
         Some(super::InboxRef { id })
     }
 }
 
-struct InboxesVisitor;
+struct InboxesVisitor<'de>(PhantomData<&'de ()>);
 
-impl<'de> Visitor<'de> for InboxesVisitor {
-    type Value = Inboxes;
+impl<'de> Visitor<'de> for InboxesVisitor<'de> {
+    type Value = Inboxes<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an array of inboxes, an inbox, or null")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Inboxes, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Inboxes<'de>, E> {
         Ok(Inboxes(Vec::new()))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Inboxes, A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Inboxes<'de>, A::Error> {
         let mut inboxes = Vec::new();
-        while let Some(inbox) = seq.next_element::<Inbox>()? {
+        while let Some(inbox) = seq.next_element::<Inbox<'de>>()? {
             inboxes.extend(inbox.into_ref());
         }
         Ok(Inboxes(inboxes))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Inboxes, A::Error> {
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Inboxes<'de>, A::Error> {
         let inbox = Inbox::deserialize(MapAccessDeserializer::new(map))?;
         Ok(Inboxes(inbox.into_ref().into_iter().collect()))
     }
 }
 
 object! {
-    struct Meta {
-        type_: req String = "type",
+    struct Meta<'de> {
+        type_: req Text<'de> = "type",
     }
 }
 
 object! {
-    struct Authorization {
-        id: opt String = "id",
+    struct Authorization<'de> {
+        id: opt Text<'de> = "id",
     }
 }
 
 object! {
-    struct Links {
-        self_: opt String = "self",
+    struct Links<'de> {
+        self_: opt Text<'de> = "self",
         /// Null links are dropped only once the object is read: with a repeated key, the
         /// last value wins, null or not, as in the lenient parser's `Value`.
-        related: opt BTreeMap<String, Option<String>> = "related",
+        related: opt BTreeMap<Text<'de>, Option<Text<'de>>> = "related",
     }
 }
 
-impl From<Links> for super::Links {
-    fn from(links: Links) -> Self {
+impl<'de> From<Links<'de>> for super::Links<'de> {
+    fn from(links: Links<'de>) -> Self {
         super::Links {
-            self_: links.self_,
+            self_: links.self_.map(Into::into),
             related: links
                 .related
                 .map(|related| {
                     related
                         .into_iter()
-                        .filter_map(|(name, url)| Some((name, url?)))
+                        .filter_map(|(name, url)| Some((name.into(), url?.into())))
                         .collect()
                 })
                 .unwrap_or_default(),
@@ -414,26 +438,26 @@ impl From<Links> for super::Links {
 }
 
 object! {
-    struct Conversation {
-        id: req String = "id",
-        subject: opt String = "subject",
-        status: opt String = "status",
-        assignee: opt Teammate = "assignee",
-        recipient: opt Recipient = "recipient",
-        tags: opt Vec<Tag> = "tags",
+    struct Conversation<'de> {
+        id: req Text<'de> = "id",
+        subject: opt Text<'de> = "subject",
+        status: opt Text<'de> = "status",
+        assignee: opt Teammate<'de> = "assignee",
+        recipient: opt Recipient<'de> = "recipient",
+        tags: opt Vec<Tag<'de>> = "tags",
         created_at: opt f64 = "created_at",
         updated_at: opt f64 = "updated_at",
         is_private: opt bool = "is_private",
-        links: opt Links = "_links",
+        links: opt Links<'de> = "_links",
     }
 }
 
-impl From<Conversation> for super::Conversation {
-    fn from(c: Conversation) -> Self {
+impl<'de> From<Conversation<'de>> for super::Conversation<'de> {
+    fn from(c: Conversation<'de>) -> Self {
         super::Conversation {
-            id: c.id,
-            subject: c.subject,
-            status: c.status,
+            id: c.id.into(),
+            subject: c.subject.map(Into::into),
+            status: c.status.map(Into::into),
             assignee: c.assignee.map(Into::into),
             recipient: c.recipient.map(Into::into),
             tags: c
@@ -451,32 +475,32 @@ impl From<Conversation> for super::Conversation {
 }
 
 object! {
-    struct Message {
-        id: req String = "id",
-        type_: opt String = "type",
+    struct Message<'de> {
+        id: req Text<'de> = "id",
+        type_: opt Text<'de> = "type",
         is_inbound: opt bool = "is_inbound",
         created_at: opt f64 = "created_at",
-        subject: opt String = "subject",
-        blurb: opt String = "blurb",
-        body: opt String = "body",
-        text: opt String = "text",
-        author: opt Teammate = "author",
-        recipients: opt Vec<Recipient> = "recipients",
-        links: opt Links = "_links",
+        subject: opt Text<'de> = "subject",
+        blurb: opt Text<'de> = "blurb",
+        body: opt Text<'de> = "body",
+        text: opt Text<'de> = "text",
+        author: opt Teammate<'de> = "author",
+        recipients: opt Vec<Recipient<'de>> = "recipients",
+        links: opt Links<'de> = "_links",
     }
 }
 
-impl From<Message> for super::Message {
-    fn from(m: Message) -> Self {
+impl<'de> From<Message<'de>> for super::Message<'de> {
+    fn from(m: Message<'de>) -> Self {
         super::Message {
-            id: m.id,
-            type_: m.type_,
+            id: m.id.into(),
+            type_: m.type_.map(Into::into),
             is_inbound: m.is_inbound,
             created_at: m.created_at,
-            subject: m.subject,
-            blurb: m.blurb,
-            body: m.body,
-            text: m.text,
+            subject: m.subject.map(Into::into),
+            blurb: m.blurb.map(Into::into),
+            body: m.body.map(Into::into),
+            text: m.text.map(Into::into),
             author: m.author.map(Into::into),
             recipients: m
                 .recipients
@@ -490,26 +514,26 @@ impl From<Message> for super::Message {
 }
 
 object! {
-    struct Teammate => super::Teammate {
-        id: req String = "id",
-        email: opt String = "email",
-        username: opt String = "username",
-        first_name: opt String = "first_name",
-        last_name: opt String = "last_name",
+    struct Teammate<'de> => Teammate {
+        id: req Text<'de> = "id",
+        email: opt Text<'de> = "email",
+        username: opt Text<'de> = "username",
+        first_name: opt Text<'de> = "first_name",
+        last_name: opt Text<'de> = "last_name",
     }
 }
 
 object! {
-    struct Recipient => super::Recipient {
-        name: opt String = "name",
-        handle: opt String = "handle",
-        role: opt String = "role",
+    struct Recipient<'de> => Recipient {
+        name: opt Text<'de> = "name",
+        handle: opt Text<'de> = "handle",
+        role: opt Text<'de> = "role",
     }
 }
 
 object! {
-    struct Tag => super::Tag {
-        id: opt String = "id",
-        name: req String = "name",
+    struct Tag<'de> => Tag {
+        id: opt Text<'de> = "id",
+        name: req Text<'de> = "name",
     }
 }
