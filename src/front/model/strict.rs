@@ -17,7 +17,9 @@
 //! (which the lenient types would read in *their* field order).
 //!
 //! Strings are borrowed from the body ([`Text`]) wherever they hold no escapes, so that the
-//! model they become copies nothing: the snapshot copies what it keeps, once.
+//! model they become copies nothing: the snapshot copies what it keeps, once. The exceptions
+//! are rare: a ref's `data` read as JSON (any type but a message or inboxes, or a `data`
+//! that comes before its `_meta`) and an app webhook's type and company id are owned.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -39,8 +41,8 @@ use super::{RefData, WebhookBody};
 ///
 /// Unknown keys are [`Validated`] and dropped; a repeated key fails, as in derived code.
 ///
-/// `struct Name => super::Name { ... }` also converts it into the model's type of the same
-/// fields, field by field.
+/// `struct Name<'de> => Name { ... }` also converts it into `super::Name<'de>`, the model's
+/// type of the same fields, field by field through `Into`.
 macro_rules! object {
     (
         $(#[$attr:meta])*
