@@ -6,6 +6,10 @@
 //! record and zeros to a block's end (the store's layout, modelled here in a few lines).
 //! Reports wall time and the thread's CPU time (user + kernel, from its schedstat) per
 //! commit or append, and for appends the device's write and flush requests per append.
+//! Last, the tail: for `--stall-secs`, one 4 KiB direct, synchronous write every
+//! millisecond (a redo log at 1,000 commits/s), with its latency's percentiles and how many
+//! writes stood still past 10 and 50 ms: a device whose flush sometimes takes a few hundred
+//! milliseconds holds every acknowledgement for as long, whatever the daemon does.
 
 use std::fs::File;
 #[cfg(target_os = "linux")]
@@ -14,7 +18,7 @@ use std::os::unix::fs::FileExt;
 #[cfg(target_os = "linux")]
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
@@ -26,6 +30,9 @@ pub struct Args {
     /// Commits (or log appends) per measurement.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     commits: u64,
+    /// Seconds of the tail measurement (one 4 KiB direct write per millisecond); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    stall_secs: u64,
 }
 
 const PAGE: u64 = 4096;
@@ -86,7 +93,54 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             );
         }
     }
-    appends(scratch.path(), file, args.commits)
+    appends(scratch.path(), file, args.commits)?;
+    if args.stall_secs > 0 {
+        match open_direct(scratch.path()) {
+            Ok(direct) => stalls(&direct, Duration::from_secs(args.stall_secs))?,
+            Err(e) => println!("\n(tail not measured: this filesystem refuses O_DIRECT: {e})"),
+        }
+    }
+    Ok(())
+}
+
+/// The tail row: one block written directly and synchronously every millisecond for
+/// `secs`, each write timed.
+fn stalls(file: &File, secs: Duration) -> anyhow::Result<()> {
+    let mut buffer = vec![0x5Au8; 2 * BLOCK];
+    let offset = buffer.as_ptr().align_offset(BLOCK);
+    anyhow::ensure!(offset < BLOCK, "no block-aligned buffer");
+    let block = &mut buffer[offset..offset + BLOCK];
+    let mut took = Vec::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    while started.elapsed() < secs {
+        let t = Instant::now();
+        file.write_all_at(block, (i % 256) * PAGE)?;
+        took.push(t.elapsed().as_nanos() as u64);
+        i += 1;
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    took.sort_unstable();
+    let q = |p| crate::stats::quantile(&took, p).map_or(f64::NAN, crate::stats::ms);
+    println!();
+    println!(
+        "tail: {} direct 4 KiB writes, one per ms over {} s: p50 {:.3} ms, p99 {:.3}, p99.9 {:.3}, max {:.1}; {} over 10 ms, {} over 50 ms",
+        took.len(),
+        secs.as_secs(),
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0),
+        over(&took, Duration::from_millis(10)),
+        over(&took, Duration::from_millis(50)),
+    );
+    Ok(())
+}
+
+/// How many of the `sorted` nanosecond times are longer than `limit`.
+fn over(sorted: &[u64], limit: Duration) -> usize {
+    let limit = limit.as_nanos() as u64;
+    sorted.len() - sorted.partition_point(|&ns| ns <= limit)
 }
 
 /// Redo-log record sizes measured: about one webhook's transaction (1.5-1.8 KB), and about
@@ -303,4 +357,20 @@ fn thread_run_ns() -> anyhow::Result<u64> {
         .next()
         .and_then(|v| v.parse().ok())
         .context("unexpected /proc/thread-self/schedstat")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn over_counts_only_the_times_past_the_limit() {
+        let ms = |n: u64| n * 1_000_000;
+        let sorted = [ms(1), ms(10), ms(11), ms(50), ms(300)];
+        assert_eq!(over(&sorted, Duration::from_millis(10)), 3);
+        assert_eq!(over(&sorted, Duration::from_millis(50)), 1);
+        assert_eq!(over(&sorted, Duration::from_millis(300)), 0);
+        assert_eq!(over(&sorted, Duration::ZERO), 5);
+        assert_eq!(over(&[], Duration::ZERO), 0);
+    }
 }
