@@ -1655,6 +1655,8 @@ mod tests {
         let borrowed = |s: &Cow<'_, str>| matches!(s, Cow::Borrowed(_));
         let c = e.conversation.as_ref().unwrap();
         let m = e.target_message().unwrap();
+        // The lists checked below are not empty, so `all` cannot pass vacuously.
+        assert!(!c.tags.is_empty() && !m.recipients.is_empty() && !c.links.related.is_empty());
         assert!(borrowed(&e.id) && borrowed(&e.type_) && borrowed(&c.id));
         assert!(c.status.as_ref().is_some_and(borrowed));
         assert!(m.text.as_ref().is_some_and(borrowed));

@@ -37,7 +37,9 @@ use super::{RefData, WebhookBody};
 /// - `req T`: a `T`, the key must be there;
 /// - `opt T`: an `Option<T>`, `None` when the key is missing or `null`;
 /// - `present T`: an `Option<Option<T>>`, `None` when the key is missing, `Some(None)` when
-///   it is `null`.
+///   it is `null`;
+/// - `list T`: an `Option<Vec<T>>`, read as `opt`; converted, a missing list is empty;
+/// - `or_default T`: an `Option<T>`, read as `opt`; converted, a missing one is the default.
 ///
 /// Unknown keys are [`Validated`] and dropped; a repeated key fails, as in derived code.
 ///
@@ -113,15 +115,22 @@ macro_rules! object {
     (@field req $ty:ty) => { $ty };
     (@field opt $ty:ty) => { Option<$ty> };
     (@field present $ty:ty) => { Option<Option<$ty>> };
+    (@field list $ty:ty) => { Option<Vec<$ty>> };
+    (@field or_default $ty:ty) => { Option<$ty> };
     (@value req $ty:ty) => { $ty };
+    (@value list $ty:ty) => { Option<Vec<$ty>> };
     (@value $kind:ident $ty:ty) => { Option<$ty> };
     (@finish req $field:ident, $key:literal) => {
         $field.ok_or_else(|| de::Error::missing_field($key))?
     };
     (@finish opt $field:ident, $key:literal) => { $field.flatten() };
+    (@finish list $field:ident, $key:literal) => { $field.flatten() };
+    (@finish or_default $field:ident, $key:literal) => { $field.flatten() };
     (@finish present $field:ident, $key:literal) => { $field };
     (@into req $v:expr) => { $v.into() };
     (@into opt $v:expr) => { $v.map(Into::into) };
+    (@into list $v:expr) => { $v.unwrap_or_default().into_iter().map(Into::into).collect() };
+    (@into or_default $v:expr) => { $v.map(Into::into).unwrap_or_default() };
 }
 
 /// A string (an object key or a value), borrowed from the body unless it holds escapes.
@@ -440,44 +449,22 @@ impl<'de> From<Links<'de>> for super::Links<'de> {
 }
 
 object! {
-    struct Conversation<'de> {
+    struct Conversation<'de> => Conversation {
         id: req Text<'de> = "id",
         subject: opt Text<'de> = "subject",
         status: opt Text<'de> = "status",
         assignee: opt Teammate<'de> = "assignee",
         recipient: opt Recipient<'de> = "recipient",
-        tags: opt Vec<Tag<'de>> = "tags",
+        tags: list Tag<'de> = "tags",
         created_at: opt f64 = "created_at",
         updated_at: opt f64 = "updated_at",
         is_private: opt bool = "is_private",
-        links: opt Links<'de> = "_links",
-    }
-}
-
-impl<'de> From<Conversation<'de>> for super::Conversation<'de> {
-    fn from(c: Conversation<'de>) -> Self {
-        super::Conversation {
-            id: c.id.into(),
-            subject: c.subject.map(Into::into),
-            status: c.status.map(Into::into),
-            assignee: c.assignee.map(Into::into),
-            recipient: c.recipient.map(Into::into),
-            tags: c
-                .tags
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            created_at: c.created_at,
-            updated_at: c.updated_at,
-            is_private: c.is_private,
-            links: c.links.map(Into::into).unwrap_or_default(),
-        }
+        links: or_default Links<'de> = "_links",
     }
 }
 
 object! {
-    struct Message<'de> {
+    struct Message<'de> => Message {
         id: req Text<'de> = "id",
         type_: opt Text<'de> = "type",
         is_inbound: opt bool = "is_inbound",
@@ -487,31 +474,8 @@ object! {
         body: opt Text<'de> = "body",
         text: opt Text<'de> = "text",
         author: opt Teammate<'de> = "author",
-        recipients: opt Vec<Recipient<'de>> = "recipients",
-        links: opt Links<'de> = "_links",
-    }
-}
-
-impl<'de> From<Message<'de>> for super::Message<'de> {
-    fn from(m: Message<'de>) -> Self {
-        super::Message {
-            id: m.id.into(),
-            type_: m.type_.map(Into::into),
-            is_inbound: m.is_inbound,
-            created_at: m.created_at,
-            subject: m.subject.map(Into::into),
-            blurb: m.blurb.map(Into::into),
-            body: m.body.map(Into::into),
-            text: m.text.map(Into::into),
-            author: m.author.map(Into::into),
-            recipients: m
-                .recipients
-                .unwrap_or_default()
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            links: m.links.map(Into::into).unwrap_or_default(),
-        }
+        recipients: list Recipient<'de> = "recipients",
+        links: or_default Links<'de> = "_links",
     }
 }
 
