@@ -106,10 +106,9 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 /// The tail row: one block written directly and synchronously every millisecond for
 /// `secs`, each write timed.
 fn stalls(file: &File, secs: Duration) -> anyhow::Result<()> {
-    let mut buffer = vec![0x5Au8; 2 * BLOCK];
-    let offset = buffer.as_ptr().align_offset(BLOCK);
-    anyhow::ensure!(offset < BLOCK, "no block-aligned buffer");
-    let block = &mut buffer[offset..offset + BLOCK];
+    let buffer = vec![0x5Au8; 2 * BLOCK];
+    let offset = block_aligned(&buffer)?;
+    let block = &buffer[offset..offset + BLOCK];
     let mut took = Vec::new();
     let started = Instant::now();
     let mut i = 0u64;
@@ -135,6 +134,14 @@ fn stalls(file: &File, secs: Duration) -> anyhow::Result<()> {
         over(&took, Duration::from_millis(50)),
     );
     Ok(())
+}
+
+/// Where the first block-aligned byte of `buffer` is (`O_DIRECT` writes from aligned memory);
+/// a buffer one block longer than what it must hold always has one early enough.
+fn block_aligned(buffer: &[u8]) -> anyhow::Result<usize> {
+    let offset = buffer.as_ptr().align_offset(BLOCK);
+    anyhow::ensure!(offset < BLOCK, "no block-aligned buffer");
+    Ok(offset)
 }
 
 /// How many of the `sorted` nanosecond times are longer than `limit`.
@@ -238,8 +245,7 @@ fn measure_appends(
     // Bytes of the block the log's end falls in, up to the end (what a direct write repeats).
     let mut tail: Vec<u8> = Vec::with_capacity(BLOCK);
     let mut buffer = vec![0u8; bytes.div_ceil(BLOCK) * BLOCK + 2 * BLOCK];
-    let offset = buffer.as_ptr().align_offset(BLOCK);
-    anyhow::ensure!(offset < BLOCK, "no block-aligned buffer");
+    let offset = block_aligned(&buffer)?;
     let mut len = 0u64;
     let cpu0 = thread_run_ns()?;
     let started = Instant::now();
