@@ -14,8 +14,9 @@
 //!
 //! The resource types carry a lifetime: their strings are `Cow`s, which the fast path borrows
 //! from the body wherever they hold no escapes (but in the rare parts `strict` reads as JSON),
-//! so a webhook's event copies nothing until its snapshot copies what it keeps. Everything read through serde's derived code (the lenient
-//! path, API pages, stored previews) owns its strings and lives as `Event<'static>`.
+//! so a webhook's event copies nothing until its snapshot copies what it keeps. Everything
+//! read through serde's derived code (the lenient path, API pages, stored previews) owns its
+//! strings and lives as `Event<'static>`.
 //!
 //! Timestamps stay as Front sends them (Unix seconds as floats with 3 decimals); convert
 //! them with [`secs_to_ms`].

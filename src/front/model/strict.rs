@@ -348,9 +348,7 @@ impl<'de> Visitor<'de> for EventRefVisitor<'de> {
                 }
             }
         }
-        let meta = meta.flatten().map(|m| super::Meta {
-            type_: m.type_.into(),
-        });
+        let meta = meta.flatten().map(super::Meta::from);
         let data = data.map(|data| match data {
             RefData::Json(json) => RefData::read(meta.as_ref(), json),
             typed @ (RefData::Message(_) | RefData::Inboxes(_)) => typed,
@@ -411,7 +409,7 @@ impl<'de> Visitor<'de> for InboxesVisitor<'de> {
 }
 
 object! {
-    struct Meta<'de> {
+    struct Meta<'de> => Meta {
         type_: req Text<'de> = "type",
     }
 }
